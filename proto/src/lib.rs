@@ -9,25 +9,46 @@ pub mod workload {
     tonic::include_proto!("_");
 }
 
+/// The `mandate.*` protobuf packages, nested as the generated code expects.
+pub mod mandate {
+    /// `mandate.delegation.*`.
+    pub mod delegation {
+        /// `mandate.delegation.v1`.
+        pub mod v1 {
+            tonic::include_proto!("mandate.delegation.v1");
+        }
+    }
+    /// `mandate.types.*`.
+    pub mod types {
+        /// `mandate.types.v1`.
+        pub mod v1 {
+            tonic::include_proto!("mandate.types.v1");
+        }
+    }
+    /// `mandate.agent.*`.
+    pub mod agent {
+        /// `mandate.agent.v1`.
+        pub mod v1 {
+            tonic::include_proto!("mandate.agent.v1");
+        }
+    }
+    /// `mandate.admin.*`.
+    pub mod admin {
+        /// `mandate.admin.v1`.
+        pub mod v1 {
+            tonic::include_proto!("mandate.admin.v1");
+        }
+    }
+}
+
 /// `mandate.delegation.v1`: the task-status feed served on the agent socket.
-pub mod delegation {
-    tonic::include_proto!("mandate.delegation.v1");
-}
-
+pub use mandate::delegation::v1 as delegation;
 /// `mandate.types.v1`: entries, tasks and bundles as they travel on the wire.
-pub mod types {
-    tonic::include_proto!("mandate.types.v1");
-}
-
+pub use mandate::types::v1 as types;
 /// `mandate.agent.v1`: the server's API for node agents.
-pub mod agent {
-    tonic::include_proto!("mandate.agent.v1");
-}
-
+pub use mandate::agent::v1 as agent;
 /// `mandate.admin.v1`: the server's admin API on its unix socket.
-pub mod admin {
-    tonic::include_proto!("mandate.admin.v1");
-}
+pub use mandate::admin::v1 as admin;
 
 /// The metadata key every Workload API request must carry, with value `true`.
 pub const WORKLOAD_HEADER_KEY: &str = "workload.spiffe.io";
