@@ -1,0 +1,257 @@
+//! Rotation and expiry math. Every function is pure and takes `now`, so it is tested with
+//! fixed times.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How far an SVID's notBefore is set back from the time of issue (DESIGN 3.2).
+pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(10);
+
+/// Errors from parsing a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// The text is not a humantime duration such as `90s`, `5m` or `1h`.
+    #[error("invalid duration {text:?}: {reason} (write it like 90s, 5m or 1h)")]
+    Invalid {
+        /// The offending text.
+        text: String,
+        /// Why it did not parse.
+        reason: String,
+    },
+    /// The duration is zero.
+    #[error("duration must be greater than zero")]
+    Zero,
+}
+
+/// Truncates a time down to whole seconds since the epoch (times before the epoch become the
+/// epoch).
+pub fn truncate_to_seconds(t: SystemTime) -> SystemTime {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// Whole seconds since the unix epoch (negative before it, rounded towards negative infinity).
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => {
+            let d = e.duration();
+            let whole = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            if d.subsec_nanos() > 0 {
+                -whole.saturating_add(1)
+            } else {
+                -whole
+            }
+        }
+    }
+}
+
+/// The time `secs` whole seconds from the unix epoch.
+pub fn from_unix_seconds(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+/// The notAfter of an SVID: the earliest of `now + ttl`, the task deadline and the CA's
+/// notAfter, truncated down to whole seconds. An SVID never outlives its task or its CA
+/// (DESIGN 3.3, "Expiry").
+pub fn svid_not_after(
+    now: SystemTime,
+    ttl: Duration,
+    task_deadline: Option<SystemTime>,
+    ca_not_after: SystemTime,
+) -> SystemTime {
+    let mut end = now
+        .checked_add(ttl)
+        .unwrap_or(ca_not_after)
+        .min(ca_not_after);
+    if let Some(deadline) = task_deadline {
+        end = end.min(deadline);
+    }
+    truncate_to_seconds(end)
+}
+
+/// The notBefore of an SVID: `now` minus 10 s, in whole seconds (DESIGN 3.7, "Timing").
+pub fn svid_not_before(now: SystemTime) -> SystemTime {
+    truncate_to_seconds(now.checked_sub(NOT_BEFORE_BACKDATE).unwrap_or(UNIX_EPOCH))
+}
+
+/// True once an SVID should be renewed: from half its life, brought forward by `jitter`
+/// (capped at a quarter of the life), or once it has expired.
+pub fn should_rotate(
+    now: SystemTime,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    jitter: Duration,
+) -> bool {
+    if now >= not_after {
+        return true;
+    }
+    let life = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO);
+    let jitter = jitter.min(life / 4);
+    let rotate_at = not_before + life / 2 - jitter;
+    now >= rotate_at
+}
+
+/// Where a CA is in its life, which decides when its successor is prepared and activated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CaPhase {
+    /// Before half life: keep signing, nothing to do.
+    Active,
+    /// From half life: prepare the next CA and publish it in the bundle.
+    PrepareNext,
+    /// When a sixth of the life or less remains (or it expired): sign with the next CA.
+    ActivateNext,
+}
+
+/// The phase of a CA valid from `not_before` to `not_after` at `now`.
+pub fn ca_phase(now: SystemTime, not_before: SystemTime, not_after: SystemTime) -> CaPhase {
+    if now >= not_after {
+        return CaPhase::ActivateNext;
+    }
+    let life = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO);
+    let remaining = not_after.duration_since(now).unwrap_or(Duration::ZERO);
+    if remaining <= life / 6 {
+        CaPhase::ActivateNext
+    } else if now >= not_before + life / 2 {
+        CaPhase::PrepareNext
+    } else {
+        CaPhase::Active
+    }
+}
+
+/// Parses a humantime duration such as `90s`, `5m` or `1h`.
+///
+/// # Errors
+/// [`DurationError::Invalid`] when the text does not parse, [`DurationError::Zero`] for zero.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| DurationError::Invalid {
+        text: text.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if d.is_zero() {
+        return Err(DurationError::Zero);
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn not_after_is_the_earliest_bound() {
+        let now = t(1_000);
+        let ttl = Duration::from_secs(300);
+        // (deadline, ca_not_after, expected)
+        let cases = [
+            (None, t(10_000), t(1_300)),
+            (Some(t(1_100)), t(10_000), t(1_100)),
+            (Some(t(5_000)), t(1_200), t(1_200)),
+            (Some(t(1_050)), t(1_020), t(1_020)),
+        ];
+        for (deadline, ca, want) in cases {
+            assert_eq!(
+                svid_not_after(now, ttl, deadline, ca),
+                want,
+                "{deadline:?} {ca:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_after_truncates_and_never_passes_deadline() {
+        let now = t(1_000) + Duration::from_millis(700);
+        let deadline = t(1_200) + Duration::from_millis(500);
+        let got = svid_not_after(now, Duration::from_secs(3_600), Some(deadline), t(99_999));
+        assert_eq!(got, t(1_200));
+        assert!(got <= deadline);
+        let huge = svid_not_after(now, Duration::MAX, None, t(2_000));
+        assert_eq!(huge, t(2_000));
+    }
+
+    #[test]
+    fn not_before_is_ten_seconds_back() {
+        assert_eq!(
+            svid_not_before(t(1_000) + Duration::from_millis(999)),
+            t(990)
+        );
+        assert_eq!(svid_not_before(t(3)), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn rotation_fires_at_half_life() {
+        let (nb, na) = (t(1_000), t(2_000));
+        let cases = [
+            (t(1_499), Duration::ZERO, false),
+            (t(1_500), Duration::ZERO, true),
+            (t(1_399), Duration::from_secs(100), false),
+            (t(1_400), Duration::from_secs(100), true),
+            // jitter capped at a quarter of the life (250 s)
+            (t(1_249), Duration::from_secs(900), false),
+            (t(1_250), Duration::from_secs(900), true),
+            (t(2_500), Duration::ZERO, true),
+            (t(900), Duration::ZERO, false),
+        ];
+        for (now, jitter, want) in cases {
+            assert_eq!(
+                should_rotate(now, nb, na, jitter),
+                want,
+                "{now:?} {jitter:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ca_phases() {
+        let (nb, na) = (t(0), t(6_000));
+        let cases = [
+            (t(0), CaPhase::Active),
+            (t(2_999), CaPhase::Active),
+            (t(3_000), CaPhase::PrepareNext),
+            (t(4_999), CaPhase::PrepareNext),
+            (t(5_000), CaPhase::ActivateNext),
+            (t(7_000), CaPhase::ActivateNext),
+        ];
+        for (now, want) in cases {
+            assert_eq!(ca_phase(now, nb, na), want, "{now:?}");
+        }
+    }
+
+    #[test]
+    fn unix_seconds_round_trip() {
+        for secs in [0_i64, 1, 1_700_000_000, -1, -86_400] {
+            assert_eq!(unix_seconds(from_unix_seconds(secs)), secs);
+        }
+        assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_millis(500)), -1);
+        assert_eq!(unix_seconds(t(5) + Duration::from_millis(999)), 5);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3_600)));
+        assert_eq!(parse_duration("0s"), Err(DurationError::Zero));
+        assert!(matches!(
+            parse_duration("soon"),
+            Err(DurationError::Invalid { .. })
+        ));
+        assert!(matches!(
+            parse_duration(""),
+            Err(DurationError::Invalid { .. })
+        ));
+    }
+}
