@@ -1,0 +1,240 @@
+//! Turns signing jobs into X509-SVIDs: a fresh P-256 key per entry, generated here, and CSRs
+//! sent to the server in batches (DESIGN 3.5). The server sees only the CSR's public key.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use super::model::CachedSvid;
+
+/// At most this many CSRs per call (the server's limit is 1000).
+pub const BATCH_LIMIT: usize = 500;
+
+/// One entry to sign, at the generation the request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignJob {
+    /// The entry ID.
+    pub entry_id: String,
+    /// The entry generation.
+    pub generation: u64,
+}
+
+/// What became of a job.
+#[derive(Debug)]
+pub enum SignOutcome {
+    /// Signed.
+    Issued {
+        /// The job.
+        job: SignJob,
+        /// The SVID.
+        svid: CachedSvid,
+    },
+    /// The server refused this entry (task not open, entry gone, bad CSR).
+    Refused {
+        /// The job.
+        job: SignJob,
+        /// The gRPC code.
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
+    /// The call failed (server unreachable and the like).
+    Failed {
+        /// The job.
+        job: SignJob,
+    },
+}
+
+/// One result of a signing call, as the server returns it.
+#[derive(Debug, Clone)]
+pub struct SignReply {
+    /// The entry.
+    pub entry_id: String,
+    /// DER chain, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// gRPC code, 0 when signed.
+    pub code: i32,
+    /// Why not.
+    pub message: String,
+}
+
+/// The boxed future of [`SvidSigner::sign`].
+pub type SignFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<SignReply>, tonic::Status>> + Send + 'a>>;
+
+/// What the signer needs from the server: one batched call.
+pub trait SvidSigner: Send + Sync + 'static {
+    /// Signs `(entry_id, csr_der)` pairs; one reply per request, in order.
+    fn sign(&self, requests: Vec<(String, Vec<u8>)>) -> SignFuture<'_>;
+}
+
+/// Errors from making a key or a CSR, or reading a signed leaf.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignerError {
+    /// rcgen failed.
+    #[error("cannot create key or CSR: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// The returned chain is empty or its leaf does not parse.
+    #[error("server returned an unreadable certificate: {0}")]
+    BadLeaf(String),
+}
+
+/// Runs the signer: takes batches of jobs, returns outcomes, until the job channel closes.
+pub async fn run_signer(
+    signer: Arc<dyn SvidSigner>,
+    mut jobs: mpsc::UnboundedReceiver<Vec<SignJob>>,
+    outcomes: mpsc::UnboundedSender<Vec<SignOutcome>>,
+) {
+    while let Some(mut batch) = jobs.recv().await {
+        while let Ok(more) = jobs.try_recv() {
+            batch.extend(more);
+        }
+        for chunk in batch.chunks(BATCH_LIMIT) {
+            let result = sign_chunk(signer.as_ref(), chunk.to_vec()).await;
+            if outcomes.send(result).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn sign_chunk(signer: &dyn SvidSigner, jobs: Vec<SignJob>) -> Vec<SignOutcome> {
+    let prepared = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|job| (new_key_and_csr(), job))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(prepared) = prepared else {
+        return Vec::new();
+    };
+    let mut outcomes = Vec::new();
+    let mut keys = Vec::new();
+    let mut requests = Vec::new();
+    for (made, job) in prepared {
+        match made {
+            Ok((key, csr)) => {
+                requests.push((job.entry_id.clone(), csr));
+                keys.push((job, key));
+            }
+            Err(e) => {
+                tracing::error!(entry = %job.entry_id, error = %e, "cannot create CSR");
+                outcomes.push(SignOutcome::Failed { job });
+            }
+        }
+    }
+    if requests.is_empty() {
+        return outcomes;
+    }
+    match signer.sign(requests).await {
+        Ok(replies) => {
+            let now = SystemTime::now();
+            for ((job, key), reply) in keys.into_iter().zip(replies) {
+                outcomes.push(outcome(job, key, reply, now));
+            }
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "signing call failed");
+            outcomes.extend(keys.into_iter().map(|(job, _)| SignOutcome::Failed { job }));
+        }
+    }
+    outcomes
+}
+
+fn outcome(job: SignJob, key_pkcs8: Vec<u8>, reply: SignReply, now: SystemTime) -> SignOutcome {
+    if reply.code != 0 || reply.entry_id != job.entry_id {
+        return SignOutcome::Refused {
+            job,
+            code: reply.code,
+            message: reply.message,
+        };
+    }
+    match read_leaf(&reply.chain) {
+        Ok((serial, not_after)) => {
+            let life = not_after.duration_since(now).unwrap_or(Duration::ZERO);
+            let max_jitter = (life / 10).as_millis() as u64;
+            let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=max_jitter));
+            SignOutcome::Issued {
+                svid: CachedSvid {
+                    chain: reply.chain,
+                    key_pkcs8,
+                    serial,
+                    issued_at: now.min(not_after),
+                    not_after,
+                    generation: job.generation,
+                    jitter,
+                },
+                job,
+            }
+        }
+        Err(e) => SignOutcome::Refused {
+            job,
+            code: 13,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// A fresh P-256 key (PKCS#8 DER) and a bare CSR for it.
+///
+/// # Errors
+/// When rcgen fails.
+pub fn new_key_and_csr() -> Result<(Vec<u8>, Vec<u8>), SignerError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+    Ok((key.serialize_der(), csr.der().to_vec()))
+}
+
+/// The serial (hex) and notAfter of the leaf of a chain.
+///
+/// # Errors
+/// When the chain is empty or the leaf does not parse.
+pub fn read_leaf(chain: &[Vec<u8>]) -> Result<(String, SystemTime), SignerError> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| SignerError::BadLeaf("empty chain".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| SignerError::BadLeaf(e.to_string()))?;
+    let not_after = cert.validity().not_after.timestamp();
+    let not_after = mandate_core::time::from_unix_seconds(not_after);
+    Ok((hex::encode(cert.raw_serial()), not_after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_carries_a_p256_key_and_parses() {
+        let (key, csr) = new_key_and_csr().unwrap();
+        assert!(!key.is_empty());
+        let parsed = rcgen::CertificateSigningRequestParams::from_der(&csr.into()).unwrap();
+        assert_eq!(
+            parsed.public_key.algorithm(),
+            &rcgen::PKCS_ECDSA_P256_SHA256
+        );
+    }
+
+    #[test]
+    fn refusals_pass_through() {
+        let job = SignJob {
+            entry_id: "e".into(),
+            generation: 1,
+        };
+        let reply = SignReply {
+            entry_id: "e".into(),
+            chain: vec![],
+            code: 7,
+            message: "task t is closed".into(),
+        };
+        match outcome(job, vec![], reply, SystemTime::now()) {
+            SignOutcome::Refused { code, .. } => assert_eq!(code, 7),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The immutable view of the cache that the Workload API reads: identities with their
+//! precomputed protobuf payloads, the bundle payloads, a selector index, and the closed-task
+//! set. A new one is built on every change and published through a `tokio::sync::watch`, so a
+//! request never takes a lock held by the sync side.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mandate_core::selector::{Selector, SelectorKind};
+use mandate_proto::workload::{JwtBundlesResponse, X509BundlesResponse, X509svid};
+
+use super::model::BundleData;
+
+/// One identity the agent can serve: an entry with a valid SVID and an open task.
+#[derive(Debug)]
+pub struct Identity {
+    /// The entry ID.
+    pub entry_id: String,
+    /// The SPIFFE ID.
+    pub spiffe_id: String,
+    /// The entry's selectors (sorted, deduplicated).
+    pub selectors: Vec<Selector>,
+    /// The hint.
+    pub hint: String,
+    /// The task, when bound to one.
+    pub task_id: Option<String>,
+    /// The precomputed Workload API payload.
+    pub x509: X509svid,
+    /// notAfter of the SVID.
+    pub not_after: SystemTime,
+    /// Unique per payload; changes whenever the payload changes.
+    pub version: u64,
+}
+
+/// Which selector kinds some entry uses, so attestation gathers only those.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NeededKinds {
+    /// Some entry uses `unix:user`.
+    pub user: bool,
+    /// Some entry uses `unix:group`.
+    pub group: bool,
+    /// Some entry uses `unix:path`.
+    pub path: bool,
+    /// Some entry uses `unix:sha256`.
+    pub sha256: bool,
+}
+
+/// Precomputed bundle payloads.
+#[derive(Debug, Default)]
+pub struct BundlePayloads {
+    /// The bundle as the server sent it.
+    pub data: Option<BundleData>,
+    /// `FetchX509Bundles` answer.
+    pub x509: X509BundlesResponse,
+    /// `FetchJWTBundles` answer.
+    pub jwt: JwtBundlesResponse,
+    /// The CRLs for `X509SVIDResponse.crl`.
+    pub crls: Vec<Vec<u8>>,
+    /// Unique per bundle content.
+    pub version: u64,
+}
+
+/// The published view.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Identities, sorted by SPIFFE ID then entry ID.
+    pub identities: Vec<Arc<Identity>>,
+    /// For each selector, the indexes of the identities that use it.
+    pub index: HashMap<Selector, Vec<u32>>,
+    /// What attestation must gather.
+    pub needed: NeededKinds,
+    /// The bundle payloads.
+    pub bundle: Arc<BundlePayloads>,
+    /// Closed or expired task IDs.
+    pub closed_tasks: Arc<Vec<String>>,
+    /// Grows whenever `closed_tasks` changes.
+    pub closed_sequence: u64,
+}
+
+impl Snapshot {
+    /// Builds a snapshot and its index from identities (sorted here).
+    pub fn build(
+        mut identities: Vec<Arc<Identity>>,
+        bundle: Arc<BundlePayloads>,
+        closed_tasks: &BTreeSet<String>,
+        closed_sequence: u64,
+    ) -> Self {
+        identities.sort_by(|a, b| (&a.spiffe_id, &a.entry_id).cmp(&(&b.spiffe_id, &b.entry_id)));
+        let mut index: HashMap<Selector, Vec<u32>> = HashMap::new();
+        let mut needed = NeededKinds::default();
+        for (i, identity) in identities.iter().enumerate() {
+            for selector in &identity.selectors {
+                match selector.kind() {
+                    SelectorKind::User => needed.user = true,
+                    SelectorKind::Group => needed.group = true,
+                    SelectorKind::Path => needed.path = true,
+                    SelectorKind::Sha256 => needed.sha256 = true,
+                    _ => {}
+                }
+                // At most u32::MAX identities: far beyond the agent's scale.
+                index.entry(selector.clone()).or_default().push(i as u32);
+            }
+        }
+        Self {
+            identities,
+            index,
+            needed,
+            bundle,
+            closed_tasks: Arc::new(closed_tasks.iter().cloned().collect()),
+            closed_sequence,
+        }
+    }
+
+    /// The identities whose selectors are all among `caller` (DESIGN 3.1), in snapshot order.
+    pub fn matching(&self, caller: &[Selector]) -> Vec<Arc<Identity>> {
+        let mut hits: HashMap<u32, usize> = HashMap::new();
+        for selector in caller {
+            if let Some(ids) = self.index.get(selector) {
+                for &i in ids {
+                    *hits.entry(i).or_default() += 1;
+                }
+            }
+        }
+        let mut matched: Vec<u32> = hits
+            .into_iter()
+            .filter(|&(i, n)| {
+                self.identities
+                    .get(i as usize)
+                    .is_some_and(|id| !id.selectors.is_empty() && id.selectors.len() == n)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        matched.sort_unstable();
+        matched
+            .into_iter()
+            .filter_map(|i| self.identities.get(i as usize).cloned())
+            .collect()
+    }
+}
+
+/// Builds the bundle payloads.
+pub fn bundle_payloads(data: Option<BundleData>, version: u64) -> BundlePayloads {
+    let Some(data) = data else {
+        return BundlePayloads {
+            version,
+            ..BundlePayloads::default()
+        };
+    };
+    let concat = data.authorities.concat();
+    let x509 = X509BundlesResponse {
+        crl: data.crls.clone(),
+        bundles: HashMap::from([(data.trust_domain_id.clone(), concat)]),
+    };
+    let jwt = JwtBundlesResponse {
+        bundles: HashMap::from([(data.trust_domain_id.clone(), data.jwks.clone())]),
+    };
+    BundlePayloads {
+        crls: data.crls.clone(),
+        data: Some(data),
+        x509,
+        jwt,
+        version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(id: &str, selectors: &[&str]) -> Arc<Identity> {
+        let mut selectors: Vec<Selector> = selectors.iter().map(|s| s.parse().unwrap()).collect();
+        selectors.sort();
+        Arc::new(Identity {
+            entry_id: id.into(),
+            spiffe_id: format!("spiffe://example.org/{id}"),
+            selectors,
+            hint: String::new(),
+            task_id: None,
+            x509: X509svid::default(),
+            not_after: SystemTime::now(),
+            version: 1,
+        })
+    }
+
+    #[test]
+    fn an_entry_matches_only_when_all_its_selectors_are_present() {
+        let snap = Snapshot::build(
+            vec![
+                identity("b", &["unix:uid:1001", "unix:gid:50"]),
+                identity("a", &["unix:uid:1001"]),
+                identity("c", &["unix:uid:0"]),
+                identity("d", &["unix:user:bob"]),
+            ],
+            Arc::new(BundlePayloads::default()),
+            &BTreeSet::new(),
+            1,
+        );
+        assert!(snap.needed.user && !snap.needed.sha256);
+        let caller: Vec<Selector> = ["unix:uid:1001", "unix:gid:7"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let ids: Vec<_> = snap
+            .matching(&caller)
+            .iter()
+            .map(|i| i.entry_id.clone())
+            .collect();
+        assert_eq!(ids, vec!["a"]);
+        let caller: Vec<Selector> = ["unix:gid:50", "unix:uid:1001"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let ids: Vec<_> = snap
+            .matching(&caller)
+            .iter()
+            .map(|i| i.entry_id.clone())
+            .collect();
+        assert_eq!(ids, vec!["a", "b"]);
+        assert!(snap.matching(&[]).is_empty());
+    }
+}
