@@ -1,0 +1,319 @@
+//! The admin API (`mandate.admin.v1.Admin`, DESIGN 3.6) on a unix socket. Every call's peer
+//! credentials (uid, pid) become the audit actor.
+
+mod parse;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mandate_proto::admin::admin_server::{Admin, AdminServer};
+use mandate_proto::admin::{
+    self as pb, ApproveTaskRequest, CloseTaskRequest, CreateEntryRequest, CreateJoinTokenRequest,
+    DeleteEntryRequest, DeleteEntryResponse, EvictAgentRequest, GetEntryRequest, GetTaskRequest,
+    HealthRequest, HealthResponse, JoinToken, ListAgentsRequest, ListAgentsResponse,
+    ListAuditRequest, ListAuditResponse, ListEntriesRequest, ListEntriesResponse, ListTasksRequest,
+    ListTasksResponse, OpenTaskRequest, ShowBundleRequest, VerifyAuditRequest, VerifyAuditResponse,
+};
+use mandate_proto::types::{Bundle, Entry, Task};
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::context::Context;
+use crate::entries::{self, parse_entry_id};
+use crate::store::{AgentRecord, AuditRecord, verify_chain};
+use crate::tasks::parse_task_id;
+use crate::{attest, wire};
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    ctx: Arc<Context>,
+}
+
+impl AdminService {
+    /// The tonic server for `ctx`.
+    pub fn server(ctx: Arc<Context>) -> AdminServer<Self> {
+        AdminServer::new(Self { ctx })
+    }
+}
+
+/// The audit actor of an admin call: `uid:<uid> pid:<pid>` from the socket's peer credentials.
+fn actor<T>(req: &Request<T>) -> String {
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred);
+    match cred {
+        Some(c) => match c.pid() {
+            Some(pid) => format!("uid:{} pid:{pid}", c.uid()),
+            None => format!("uid:{}", c.uid()),
+        },
+        None => "unknown".to_owned(),
+    }
+}
+
+fn agent(a: &AgentRecord) -> pb::Agent {
+    pb::Agent {
+        spiffe_id: a.spiffe_id.clone(),
+        attested_at_unix: a.attested_at,
+        expires_at_unix: a.expires_at,
+        banned: a.banned,
+        serial: a.serial.clone(),
+    }
+}
+
+fn audit_record(r: AuditRecord) -> pb::AuditRecord {
+    pb::AuditRecord {
+        seq: r.seq,
+        time_unix: r.time,
+        kind: r.kind,
+        actor: r.actor,
+        task_id: r.task_id.unwrap_or_default(),
+        spiffe_id: r.spiffe_id.unwrap_or_default(),
+        serial: r.serial.unwrap_or_default(),
+        detail: r.detail,
+        hash: r.hash,
+        prev_hash: r.prev_hash,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_join_token(
+        &self,
+        request: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<JoinToken>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let ttl = match req.ttl_seconds {
+            0 => attest::DEFAULT_TOKEN_TTL,
+            s => Duration::from_secs(s),
+        };
+        let agent_id = (!req.agent_id.is_empty()).then_some(req.agent_id.as_str());
+        let ctx = &self.ctx;
+        let token = attest::create_token(
+            &ctx.registry,
+            ctx.ca.trust_domain(),
+            agent_id,
+            ttl,
+            actor,
+            SystemTime::now(),
+        )
+        .await
+        .map_err(wire::status)?;
+        Ok(Response::new(JoinToken {
+            token: token.token,
+            agent_id: token.agent_id,
+            expires_at_unix: token.expires_at,
+        }))
+    }
+
+    async fn show_bundle(
+        &self,
+        _request: Request<ShowBundleRequest>,
+    ) -> Result<Response<Bundle>, Status> {
+        Ok(Response::new(wire::bundle(&self.ctx.ca.bundle())))
+    }
+
+    async fn create_entry(
+        &self,
+        request: Request<CreateEntryRequest>,
+    ) -> Result<Response<Entry>, Status> {
+        let actor = actor(&request);
+        let spec = parse::entry_spec(request.into_inner());
+        let ctx = &self.ctx;
+        let entry = entries::create_entry(
+            &ctx.registry,
+            spec,
+            ctx.ca.trust_domain(),
+            ctx.ttl_defaults(),
+            actor,
+            SystemTime::now(),
+        )
+        .await
+        .map_err(wire::status)?;
+        Ok(Response::new(wire::entry(&entry)))
+    }
+
+    async fn list_entries(
+        &self,
+        _request: Request<ListEntriesRequest>,
+    ) -> Result<Response<ListEntriesResponse>, Status> {
+        let state = self.ctx.registry.read();
+        let entries = state.index.entries().map(|e| wire::entry(e)).collect();
+        Ok(Response::new(ListEntriesResponse { entries }))
+    }
+
+    async fn get_entry(
+        &self,
+        request: Request<GetEntryRequest>,
+    ) -> Result<Response<Entry>, Status> {
+        let id = parse_entry_id(&request.get_ref().id).map_err(wire::status)?;
+        let state = self.ctx.registry.read();
+        let entry = state
+            .index
+            .entry(&id)
+            .ok_or_else(|| Status::not_found(format!("entry {id} not found")))?;
+        Ok(Response::new(wire::entry(entry)))
+    }
+
+    async fn delete_entry(
+        &self,
+        request: Request<DeleteEntryRequest>,
+    ) -> Result<Response<DeleteEntryResponse>, Status> {
+        let actor = actor(&request);
+        let id = entries::delete_entry(
+            &self.ctx.registry,
+            &request.get_ref().id,
+            actor,
+            SystemTime::now(),
+        )
+        .await
+        .map_err(wire::status)?;
+        Ok(Response::new(DeleteEntryResponse { id: id.to_string() }))
+    }
+
+    async fn open_task(&self, request: Request<OpenTaskRequest>) -> Result<Response<Task>, Status> {
+        let actor = actor(&request);
+        let now = SystemTime::now();
+        let spec = parse::task_spec(request.into_inner(), now).map_err(wire::status)?;
+        let task = self
+            .ctx
+            .tasks
+            .open(spec, actor, now)
+            .await
+            .map_err(wire::status)?;
+        Ok(Response::new(wire::task(&task, SystemTime::now())))
+    }
+
+    async fn approve_task(
+        &self,
+        request: Request<ApproveTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let now = SystemTime::now();
+        let task = self
+            .ctx
+            .tasks
+            .approve(&req.id, req.approver, actor, now)
+            .await
+            .map_err(wire::status)?;
+        Ok(Response::new(wire::task(&task, SystemTime::now())))
+    }
+
+    async fn close_task(
+        &self,
+        request: Request<CloseTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let reason = (!req.reason.is_empty()).then_some(req.reason);
+        let now = SystemTime::now();
+        let task = self
+            .ctx
+            .tasks
+            .close(&req.id, reason, actor, now)
+            .await
+            .map_err(wire::status)?;
+        Ok(Response::new(wire::task(&task, SystemTime::now())))
+    }
+
+    async fn list_tasks(
+        &self,
+        _request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let now = SystemTime::now();
+        let state = self.ctx.registry.read();
+        let tasks = state.index.tasks().map(|t| wire::task(t, now)).collect();
+        Ok(Response::new(ListTasksResponse { tasks }))
+    }
+
+    async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
+        let id = parse_task_id(&request.get_ref().id).map_err(wire::status)?;
+        let state = self.ctx.registry.read();
+        let task = state
+            .index
+            .task(&id)
+            .ok_or_else(|| Status::not_found(format!("task {id} not found")))?;
+        Ok(Response::new(wire::task(task, SystemTime::now())))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let state = self.ctx.registry.read();
+        let agents = state.index.agents().map(agent).collect();
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    async fn evict_agent(
+        &self,
+        request: Request<EvictAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let actor = actor(&request);
+        let id = request.into_inner().spiffe_id;
+        mandate_core::ids::parse_spiffe_id(&id)
+            .map_err(|e| Status::invalid_argument(format!("invalid agent ID: {e}")))?;
+        let record = attest::evict(&self.ctx.registry, &id, actor, SystemTime::now())
+            .await
+            .map_err(wire::status)?;
+        Ok(Response::new(agent(&record)))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditResponse>, Status> {
+        let task = request.into_inner().task_id;
+        let records = self.ctx.registry.store().audit_records();
+        let records = records.map_err(|e| wire::status(e.into()))?;
+        let records = records
+            .into_iter()
+            .filter(|r| task.is_empty() || r.task_id.as_deref() == Some(task.as_str()))
+            .map(audit_record)
+            .collect();
+        Ok(Response::new(ListAuditResponse { records }))
+    }
+
+    async fn verify_audit(
+        &self,
+        _request: Request<VerifyAuditRequest>,
+    ) -> Result<Response<VerifyAuditResponse>, Status> {
+        let head = self.ctx.registry.read().audit_head().0;
+        let records = self.ctx.registry.store().audit_records();
+        let response = match records {
+            Err(e) => VerifyAuditResponse {
+                ok: false,
+                records: 0,
+                problem: e.to_string(),
+            },
+            Ok(records) => match verify_chain(&records, head) {
+                Ok(n) => VerifyAuditResponse {
+                    ok: true,
+                    records: n,
+                    problem: String::new(),
+                },
+                Err(p) => VerifyAuditResponse {
+                    ok: false,
+                    records: records.len() as u64,
+                    problem: p.to_string(),
+                },
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        let state = self.ctx.registry.read();
+        Ok(Response::new(HealthResponse {
+            trust_domain: self.ctx.ca.trust_domain().to_string(),
+            entries: state.index.entry_count() as u64,
+            revision: state.revision,
+        }))
+    }
+}

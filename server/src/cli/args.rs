@@ -1,0 +1,233 @@
+//! The command line of `mandate-server` (DESIGN 3.6): clap derive, doc comments as `--help`.
+//! `--admin-socket` and `--output` are global and may follow the subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Mandate server: SPIFFE identities for AI agents acting on someone's behalf.
+#[derive(Debug, Parser)]
+#[command(name = "mandate-server", version, about)]
+pub struct Cli {
+    /// Admin API unix socket.
+    #[arg(long, global = true, env = "MANDATE_ADMIN_SOCKET", value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text; commands that print one ID print only that.
+    Text,
+    /// JSON (DESIGN 3.7 shapes), times in unix seconds.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Run(RunArgs),
+    /// Join tokens for node agents.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The trust bundle.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Registration entries.
+    #[command(subcommand)]
+    Entry(EntryCommand),
+    /// Tasks (delegations).
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Attested node agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check that the server answers (exit 0) or not (exit 1).
+    Healthcheck,
+}
+
+/// `run` flags; each wins over the config file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Trust domain (default example.org).
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: Option<String>,
+    /// Data directory (default .data/server), created with mode 0700.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Agent API address, HOST:PORT (default 127.0.0.1:8081).
+    #[arg(long, value_name = "ADDR")]
+    pub bind_address: Option<String>,
+    /// HTTP listener for /metrics, /live, /ready, HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_address: Option<String>,
+    /// Log filter, e.g. info or mandate_server=debug.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a single-use join token; prints it.
+    Generate {
+        /// SPIFFE ID the agent gets (default: .../mandate/agent/join_token/<token-id>).
+        #[arg(long, value_name = "SPIFFE_ID")]
+        agent_id: Option<String>,
+        /// Lifetime, e.g. 10m.
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+    },
+}
+
+/// `bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Print the CA certificates as PEM.
+    Show,
+}
+
+/// `entry` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Register a workload; prints the entry ID.
+    Create(EntryCreateArgs),
+    /// List every entry.
+    List,
+    /// Show one entry.
+    Show {
+        /// Entry ID.
+        id: String,
+    },
+    /// Delete an entry; prints its ID.
+    Delete {
+        /// Entry ID.
+        id: String,
+    },
+}
+
+/// `entry create` flags.
+#[derive(Debug, Args)]
+pub struct EntryCreateArgs {
+    /// The workload's SPIFFE ID.
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// The agent's SPIFFE ID.
+    #[arg(long)]
+    pub parent_id: String,
+    /// Selector such as unix:uid:1001 (repeat for more).
+    #[arg(long = "selector", required = true)]
+    pub selectors: Vec<String>,
+    /// X509-SVID lifetime, e.g. 5m.
+    #[arg(long)]
+    pub x509_ttl: Option<String>,
+    /// JWT-SVID lifetime, e.g. 5m.
+    #[arg(long)]
+    pub jwt_ttl: Option<String>,
+    /// Bind the entry to a task.
+    #[arg(long = "task", value_name = "TASK_ID")]
+    pub task: Option<String>,
+    /// DNS SAN (repeat for more).
+    #[arg(long = "dns-name")]
+    pub dns_names: Vec<String>,
+    /// Hint for workloads holding several identities.
+    #[arg(long)]
+    pub hint: Option<String>,
+}
+
+/// `task` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Open a task; prints its ID.
+    Open(TaskOpenArgs),
+    /// Approve a pending task; prints its ID.
+    Approve {
+        /// Task ID.
+        id: String,
+        /// Who approves.
+        #[arg(long)]
+        approver: String,
+    },
+    /// Close a task; prints its ID.
+    Close {
+        /// Task ID.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List every task.
+    List,
+    /// Show one task.
+    Show {
+        /// Task ID.
+        id: String,
+    },
+}
+
+/// `task open` flags.
+#[derive(Debug, Args)]
+pub struct TaskOpenArgs {
+    /// user:<id>, app:<id> or a SPIFFE ID.
+    #[arg(long)]
+    pub principal: String,
+    /// Why, in free text.
+    #[arg(long)]
+    pub purpose: String,
+    /// Allowed action (repeat for more).
+    #[arg(long = "action", required = true)]
+    pub actions: Vec<String>,
+    /// Time from now until the task expires.
+    #[arg(long, default_value = "1h")]
+    pub deadline: String,
+    /// Spending limit, e.g. 500.00:EUR.
+    #[arg(long)]
+    pub value_limit: Option<String>,
+    /// Further delegation hops allowed.
+    #[arg(long, default_value_t = 0)]
+    pub max_depth: u32,
+    /// Keep the task pending until approved.
+    #[arg(long)]
+    pub require_approval: bool,
+    /// Choose the task ID (never reused).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// `agent` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List attested agents.
+    List,
+    /// Ban an agent: it must attest again; prints its ID.
+    Evict {
+        /// The agent's SPIFFE ID.
+        id: String,
+    },
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit records.
+    List {
+        /// Only records of this task.
+        #[arg(long = "task", value_name = "TASK_ID")]
+        task: Option<String>,
+    },
+    /// Check the hash chain; exits non-zero when a record was edited or removed.
+    Verify,
+}

@@ -1,0 +1,147 @@
+//! In-memory indexes over the stored state, so each change costs O(change): entries by ID, by
+//! parent agent and by task; tasks; agents. Built once at start, then updated op by op.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use mandate_core::ids::{EntryId, TaskId};
+
+use crate::store::{AgentRecord, LoadedState, StoredEntry, StoredTask, WriteOp};
+
+/// The indexed state.
+#[derive(Debug, Default)]
+pub struct Index {
+    entries: BTreeMap<EntryId, Arc<StoredEntry>>,
+    by_parent: HashMap<String, BTreeSet<EntryId>>,
+    by_task: HashMap<TaskId, BTreeSet<EntryId>>,
+    tasks: BTreeMap<TaskId, Arc<StoredTask>>,
+    agents: BTreeMap<String, AgentRecord>,
+}
+
+impl Index {
+    /// Builds the indexes from the loaded state.
+    pub fn build(state: LoadedState) -> Self {
+        let mut index = Self::default();
+        for e in state.entries {
+            index.put_entry(e);
+        }
+        for t in state.tasks {
+            index.tasks.insert(t.task.id.clone(), Arc::new(t));
+        }
+        for a in state.agents {
+            index.agents.insert(a.spiffe_id.clone(), a);
+        }
+        index
+    }
+
+    /// Applies one committed write.
+    pub fn apply(&mut self, op: &WriteOp) {
+        match op {
+            WriteOp::PutEntry(e) => self.put_entry(e.clone()),
+            WriteOp::DeleteEntry(id) => self.delete_entry(id),
+            WriteOp::PutTask(t) => {
+                self.tasks.insert(t.task.id.clone(), Arc::new(t.clone()));
+            }
+            WriteOp::PutAgent(a) => {
+                self.agents.insert(a.spiffe_id.clone(), a.clone());
+            }
+            _ => {}
+        }
+    }
+
+    fn put_entry(&mut self, e: StoredEntry) {
+        let id = e.entry.id.clone();
+        self.delete_entry(&id);
+        self.by_parent
+            .entry(e.entry.parent_id.to_string())
+            .or_default()
+            .insert(id.clone());
+        if let Some(task) = &e.entry.task_id {
+            self.by_task
+                .entry(task.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        self.entries.insert(id, Arc::new(e));
+    }
+
+    fn delete_entry(&mut self, id: &EntryId) {
+        let Some(old) = self.entries.remove(id) else {
+            return;
+        };
+        let parent = old.entry.parent_id.to_string();
+        if let Some(set) = self.by_parent.get_mut(&parent) {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_parent.remove(&parent);
+            }
+        }
+        if let Some(task) = &old.entry.task_id
+            && let Some(set) = self.by_task.get_mut(task)
+        {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_task.remove(task);
+            }
+        }
+    }
+
+    /// One entry.
+    pub fn entry(&self, id: &EntryId) -> Option<&Arc<StoredEntry>> {
+        self.entries.get(id)
+    }
+
+    /// Every entry, by ID.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<StoredEntry>> {
+        self.entries.values()
+    }
+
+    /// How many entries exist.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entries whose parent is `parent`.
+    pub fn entries_of_parent<'a>(
+        &'a self,
+        parent: &str,
+    ) -> impl Iterator<Item = &'a Arc<StoredEntry>> + 'a {
+        self.by_parent
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+    }
+
+    /// The entries bound to `task`.
+    pub fn entries_of_task<'a>(
+        &'a self,
+        task: &TaskId,
+    ) -> impl Iterator<Item = &'a Arc<StoredEntry>> + 'a {
+        self.by_task
+            .get(task)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+    }
+
+    /// One task.
+    pub fn task(&self, id: &TaskId) -> Option<&Arc<StoredTask>> {
+        self.tasks.get(id)
+    }
+
+    /// Every task, by ID.
+    pub fn tasks(&self) -> impl Iterator<Item = &Arc<StoredTask>> {
+        self.tasks.values()
+    }
+
+    /// One agent.
+    pub fn agent(&self, id: &str) -> Option<&AgentRecord> {
+        self.agents.get(id)
+    }
+
+    /// Every agent, by ID.
+    pub fn agents(&self) -> impl Iterator<Item = &AgentRecord> {
+        self.agents.values()
+    }
+}

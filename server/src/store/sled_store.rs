@@ -1,0 +1,254 @@
+//! The sled 0.34 implementation of [`Store`]: one tree, keys prefixed by record type, every
+//! [`WriteBatch`] applied with one atomic `apply_batch`.
+//!
+//! Key layout (tests and tools that open the db offline rely on it):
+//! `e:<entry id>`, `t:<task id>`, `a:<agent id>`, `k:<token sha256 hex>`, `l:<seq u64 BE>`
+//! (audit, JSON), `c:<revision u64 BE>` (change log), `s:<task id>\0<serial>`, and `m:<name>`
+//! for the schema version, revision, audit head and CA journal. Values are JSON.
+
+use std::path::{Path, PathBuf};
+
+use mandate_core::ids::TaskId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    AuditRecord, CaJournal, ChangeRecord, IssuedSerial, LoadedState, Store, StoreError,
+    TokenRecord, WriteBatch, WriteOp,
+};
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// How many revisions of change log are kept for resuming agents.
+const CHANGE_LOG_KEEP: u64 = 100_000;
+
+const META_SCHEMA: &[u8] = b"m:schema";
+const META_REVISION: &[u8] = b"m:revision";
+const META_AUDIT_HEAD: &[u8] = b"m:audit_head";
+const META_CA_JOURNAL: &[u8] = b"m:ca_journal";
+
+/// The embedded store in a directory.
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir` and checks its schema version.
+    ///
+    /// # Errors
+    /// Backend failure or an unsupported schema version.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let store = Self {
+            db,
+            dir: dir.to_owned(),
+        };
+        match store.get::<u32>(META_SCHEMA)? {
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => {
+                return Err(StoreError::Schema {
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+            None => {
+                store.db.insert(META_SCHEMA, encode(&SCHEMA_VERSION)?)?;
+                store.sync()?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.db.get(key)?.map(|v| decode(key, &v)).transpose()
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn key(prefix: &str, rest: &str) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    k.extend_from_slice(rest.as_bytes());
+    k
+}
+
+fn seq_key(prefix: &[u8], n: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn serial_prefix(task: &TaskId) -> Vec<u8> {
+    let mut k = key("s:", task.as_str());
+    k.push(0);
+    k
+}
+
+impl Store for SledStore {
+    fn load(&self) -> Result<LoadedState, StoreError> {
+        Ok(LoadedState {
+            entries: self.scan(b"e:")?,
+            tasks: self.scan(b"t:")?,
+            agents: self.scan(b"a:")?,
+            revision: self.get(META_REVISION)?.unwrap_or(0),
+            audit_head: self.get(META_AUDIT_HEAD)?,
+        })
+    }
+
+    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for op in &batch.ops {
+            match op {
+                WriteOp::PutEntry(e) => b.insert(key("e:", e.entry.id.as_str()), encode(e)?),
+                WriteOp::DeleteEntry(id) => b.remove(key("e:", id.as_str())),
+                WriteOp::PutTask(t) => b.insert(key("t:", t.task.id.as_str()), encode(t)?),
+                WriteOp::PutAgent(a) => b.insert(key("a:", &a.spiffe_id), encode(a)?),
+                WriteOp::PutToken(hash, t) => b.insert(key("k:", hash), encode(t)?),
+                WriteOp::AppendAudit(r) => {
+                    b.insert(seq_key(b"l:", r.seq), encode(r)?);
+                    b.insert(META_AUDIT_HEAD, encode(&(r.seq, &r.hash))?);
+                }
+                WriteOp::AppendChange(c) => {
+                    b.insert(seq_key(b"c:", c.revision), encode(c)?);
+                    b.insert(META_REVISION, encode(&c.revision)?);
+                    if c.revision > CHANGE_LOG_KEEP {
+                        b.remove(seq_key(b"c:", c.revision - CHANGE_LOG_KEEP));
+                    }
+                }
+                WriteOp::PutSerial(task, s) => {
+                    let mut k = serial_prefix(task);
+                    k.extend_from_slice(s.serial.as_bytes());
+                    b.insert(k, encode(s)?);
+                }
+                WriteOp::PutCaJournal(j) => b.insert(META_CA_JOURNAL, encode(j)?),
+            }
+        }
+        self.db.apply_batch(b)?;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(super::sync_sled_dir(&self.db, &self.dir)?)
+    }
+
+    fn changes_after(&self, revision: u64) -> Result<Option<Vec<ChangeRecord>>, StoreError> {
+        let oldest = match self.db.scan_prefix(b"c:").next() {
+            None => return Ok(Some(Vec::new())),
+            Some(kv) => {
+                let (k, v) = kv?;
+                decode::<ChangeRecord>(&k, &v)?.revision
+            }
+        };
+        if revision + 1 < oldest {
+            return Ok(None);
+        }
+        let start = seq_key(b"c:", revision + 1);
+        let records = self
+            .db
+            .range(start..)
+            .take_while(|kv| {
+                kv.as_ref()
+                    .map(|(k, _)| k.starts_with(b"c:"))
+                    .unwrap_or(true)
+            })
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(records))
+    }
+
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(&key("k:", hash))
+    }
+
+    fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        self.scan(b"l:")
+    }
+
+    fn task_serials(&self, task: &TaskId) -> Result<Vec<IssuedSerial>, StoreError> {
+        self.scan(&serial_prefix(task))
+    }
+
+    fn ca_journal(&self) -> Result<Option<CaJournal>, StoreError> {
+        self.get(META_CA_JOURNAL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AgentRecord, Change};
+
+    fn change(revision: u64) -> WriteOp {
+        WriteOp::AppendChange(ChangeRecord {
+            revision,
+            changes: vec![Change::Bundle],
+        })
+    }
+
+    #[test]
+    fn batches_survive_reopen_and_changes_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let agent = AgentRecord {
+                spiffe_id: "spiffe://td/a".into(),
+                attested_at: 1,
+                expires_at: 2,
+                banned: false,
+                serial: "ab".into(),
+            };
+            let batch = WriteBatch {
+                ops: vec![WriteOp::PutAgent(agent), change(1), change(2)],
+            };
+            store.apply(&batch).unwrap();
+            store.sync().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let state = store.load().unwrap();
+        assert_eq!(state.revision, 2);
+        assert_eq!(state.agents.len(), 1);
+        let after1 = store.changes_after(1).unwrap().unwrap();
+        assert_eq!(
+            after1.iter().map(|c| c.revision).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert!(store.changes_after(2).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn pruned_log_asks_for_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .apply(&WriteBatch {
+                ops: vec![change(5), change(6)],
+            })
+            .unwrap();
+        assert!(store.changes_after(1).unwrap().is_none());
+        assert_eq!(store.changes_after(4).unwrap().unwrap().len(), 2);
+    }
+}
