@@ -18,6 +18,9 @@ pub struct ServerOptions {
     pub config: String,
     /// Extra command-line arguments after `run`.
     pub args: Vec<String>,
+    /// A command that runs the server binary, such as `["taskset", "-c", "0"]`; empty runs it
+    /// directly. The program must exec the binary so that [`Server::pid`] stays its pid.
+    pub command_prefix: Vec<String>,
 }
 
 /// A running server. Killed on drop; its temp dir goes with it.
@@ -63,7 +66,7 @@ impl Server {
         let config_path = dir.path().join("server.toml");
         fs::write(&config_path, options.config.as_bytes())?;
         let bundle_pem = dir.path().join("bundle.pem");
-        let process = spawn(dir.path(), &data_dir, &admin_socket, &address, &config_path, &options.args)?;
+        let process = spawn(dir.path(), &data_dir, &admin_socket, &address, &config_path, &options)?;
         let mut server =
             Self { dir, data_dir, admin_socket, address, bundle_pem, config_path, options, process };
         server.wait_ready()?;
@@ -187,7 +190,7 @@ impl Server {
             &self.admin_socket,
             &self.address,
             &self.config_path,
-            &self.options.args,
+            &self.options,
         )?;
         self.wait_ready()
     }
@@ -204,9 +207,16 @@ fn spawn(
     admin_socket: &Path,
     address: &str,
     config: &Path,
-    extra: &[String],
+    options: &ServerOptions,
 ) -> Result<Process> {
-    let mut command = Command::new(bin("mandate-server"));
+    let mut command = match options.command_prefix.split_first() {
+        Some((program, prefix_args)) => {
+            let mut command = Command::new(program);
+            command.args(prefix_args).arg(bin("mandate-server"));
+            command
+        }
+        None => Command::new(bin("mandate-server")),
+    };
     command
         .arg("run")
         .arg("--config")
@@ -217,7 +227,7 @@ fn spawn(
         .args(["--bind-address", address])
         .arg("--admin-socket")
         .arg(admin_socket)
-        .args(extra)
+        .args(&options.args)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     Process::spawn(command, &dir.join("server.log")).context("starting mandate-server")
 }

@@ -1,0 +1,213 @@
+//! Scenario `scale`: agent RSS with many SVIDs; server RSS and restart time with 100k entries
+//! and 10k agents; sync bytes and time when one entry out of 100k changes (DESIGN 4 and 5).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mandate_integration::TRUST_DOMAIN;
+use mandate_proto::agent::sync_message::Event;
+use mandate_proto::agent::{SyncMessage, SyncRequest};
+use prost::Message;
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+use tonic::Streaming;
+
+use crate::Mode;
+use crate::admin::{Admin, bulk};
+use crate::fixture::{Fixture, wait_for_svid_count};
+use crate::node::{Attestor, Node};
+use crate::stats::{Memory, Samples, rate, round3};
+
+/// How long registration may run before the scenario measures what it has.
+const REGISTRATION_BUDGET: Duration = Duration::from_secs(420);
+
+struct Sizes {
+    svids: usize,
+    agents: usize,
+    entries: usize,
+    resumes: usize,
+}
+
+/// Runs the scenario and returns its JSON report.
+///
+/// Fails when the processes do not start or a call fails.
+pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
+    let sizes = match mode {
+        Mode::Quick => Sizes {
+            svids: 100,
+            agents: 100,
+            entries: 2_000,
+            resumes: 3,
+        },
+        Mode::Full => Sizes {
+            svids: 1_000,
+            agents: 10_000,
+            entries: 100_000,
+            resumes: 10,
+        },
+    };
+    let mut fixture = Fixture::start(rt)?;
+    let socket = fixture.agent.socket_path.clone();
+    rt.block_on(async {
+        fixture.create_own_entries("scale", sizes.svids, 32).await?;
+        wait_for_svid_count(&socket, sizes.svids, Duration::from_secs(600)).await
+    })?;
+    let agent_memory = Memory::of(fixture.agent.pid().context("agent pid")?)?;
+    let (registered, sync) = rt.block_on(register_and_sync(&fixture, &sizes))?;
+    let server_pid = fixture.server.pid().context("server pid")?;
+    let loaded_memory = Memory::of(server_pid)?;
+    fixture.server.stop()?;
+    let restart_start = Instant::now();
+    fixture.server.restart()?;
+    let restart = restart_start.elapsed();
+    let restarted_pid = fixture.server.pid().context("server pid")?;
+    let health = rt.block_on(async {
+        Admin::connect(&fixture.server.admin_socket)
+            .await?
+            .health()
+            .await
+    })?;
+    let restarted_memory = Memory::of(restarted_pid)?;
+    let total_entries = health.entries;
+    let met = restart < Duration::from_secs(2)
+        && loaded_memory.rss_kib.max(restarted_memory.rss_kib) < 1024 * 1024
+        && agent_memory.rss_kib < 40 * 1024;
+    Ok(json!({
+        "scenario": "scale",
+        "agent": { "svids": sizes.svids, "memory": agent_memory.to_json(), "target": "RSS < 40 MiB" },
+        "registration": registered,
+        "server": {
+            "entries": total_entries,
+            "memory_loaded": loaded_memory.to_json(),
+            "restart_s": round3(restart.as_secs_f64()),
+            "restart_measured": "spawn until `mandate-server healthcheck` passes and `bundle show` answers (harness, 10 ms polls)",
+            "memory_after_restart": restarted_memory.to_json(),
+            "target": "restart < 2 s, RSS < 1 GiB",
+        },
+        "sync": sync,
+        "met": met,
+    }))
+}
+
+/// Registers the agents and the entries, then measures a full sync and resumed syncs.
+async fn register_and_sync(fixture: &Fixture, sizes: &Sizes) -> Result<(Value, Value)> {
+    let admin = fixture.admin.clone();
+    let attestor = Attestor::connect(&admin, &fixture.server.address).await?;
+    let (a, at) = (admin.clone(), attestor.clone());
+    let agents = bulk(sizes.agents, 32, REGISTRATION_BUDGET, move |i| {
+        let (admin, attestor) = (a.clone(), at.clone());
+        async move {
+            attestor
+                .attest(&admin, &format!("spiffe://{TRUST_DOMAIN}/bench/node/{i}"))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let node = attestor
+        .node(&admin, &format!("spiffe://{TRUST_DOMAIN}/bench/sync"))
+        .await?;
+    let bulk_count = sizes.entries.saturating_sub(sizes.svids);
+    let (a, parent) = (admin.clone(), node.spiffe_id.clone());
+    let entries = bulk(bulk_count, 64, REGISTRATION_BUDGET, move |i| {
+        let (admin, parent) = (a.clone(), parent.clone());
+        async move {
+            let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/bench/bulk/{i}");
+            admin
+                .create_entry(&spiffe_id, &parent, &["unix:uid:4242".into()], None)
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let registration = json!({
+        "agents": agents.created,
+        "agents_per_s": round3(rate(agents.created, agents.elapsed)),
+        "agents_truncated_by_budget": agents.truncated,
+        "entries_for_sync_agent": entries.created,
+        "entries_per_s": round3(rate(entries.created, entries.elapsed)),
+        "entries_truncated_by_budget": entries.truncated,
+        "budget_s": REGISTRATION_BUDGET.as_secs(),
+    });
+    let sync = measure_sync(&admin, &node, sizes.resumes).await?;
+    Ok((registration, sync))
+}
+
+/// A full snapshot, then `resumes` times: change one entry, resume from the last revision and
+/// count what arrives until the change.
+async fn measure_sync(admin: &Admin, node: &Node, resumes: usize) -> Result<Value> {
+    let start = Instant::now();
+    let mut stream = open_sync(node, 0).await?;
+    let (mut bytes, mut entries, mut revision) = (0, 0, 0);
+    loop {
+        let message = next(&mut stream).await?;
+        bytes += message.encoded_len();
+        revision = revision.max(message.revision);
+        if let Some(Event::Snapshot(part)) = &message.event {
+            entries += part.entries.len();
+            if part.complete {
+                break;
+            }
+        }
+    }
+    let full_time = start.elapsed();
+    drop(stream);
+    let (mut resume_bytes, mut resume_time, mut resume_messages) =
+        (Vec::new(), Samples::default(), Vec::new());
+    for i in 0..resumes {
+        let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/bench/changed/{i}");
+        let changed = admin
+            .create_entry(&spiffe_id, &node.spiffe_id, &["unix:uid:4242".into()], None)
+            .await?;
+        let start = Instant::now();
+        let mut stream = open_sync(node, revision).await?;
+        let (mut bytes, mut messages) = (0, 0);
+        loop {
+            let message = next(&mut stream).await?;
+            bytes += message.encoded_len();
+            messages += 1;
+            revision = revision.max(message.revision);
+            match &message.event {
+                Some(Event::EntryUpsert(entry)) if entry.id == changed.id => break,
+                Some(Event::Snapshot(_)) => {
+                    bail!("the server answered a resume with a full snapshot")
+                }
+                _ => {}
+            }
+        }
+        resume_time.push(start.elapsed());
+        resume_bytes.push(bytes);
+        resume_messages.push(messages);
+    }
+    Ok(json!({
+        "full_snapshot": {
+            "entries": entries,
+            "bytes": bytes,
+            "time_s": round3(full_time.as_secs_f64()),
+        },
+        "resume_after_one_change": {
+            "bytes": resume_bytes,
+            "messages": resume_messages,
+            "time": resume_time.summary(),
+            "measured": "Sync(since_revision = last applied) opened until the changed entry's upsert arrives",
+        },
+    }))
+}
+
+async fn open_sync(node: &Node, since_revision: u64) -> Result<Streaming<SyncMessage>> {
+    let response = node
+        .client
+        .clone()
+        .sync(SyncRequest { since_revision })
+        .await
+        .context("Sync")?;
+    Ok(response.into_inner())
+}
+
+async fn next(stream: &mut Streaming<SyncMessage>) -> Result<SyncMessage> {
+    tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .context("no sync message within 60 s")?
+        .context("sync stream failed")?
+        .context("sync stream ended")
+}
