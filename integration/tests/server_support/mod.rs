@@ -27,6 +27,8 @@ pub struct TestAgent {
     pub chain: Vec<Vec<u8>>,
     /// The mTLS client.
     pub client: AgentApiClient<Channel>,
+    /// Its SVID key.
+    pub key: KeyPair,
 }
 
 fn roots(server: &Server) -> Result<Vec<CertificateDer<'static>>> {
@@ -100,10 +102,21 @@ pub async fn attest(server: &Server, agent_id: Option<&str>) -> Result<TestAgent
     let token = server.token(agent_id)?;
     let (id, chain, key) = attest_raw(server, &token).await?.map_err(|s| anyhow!("attest: {s}"))?;
     let client = channel(server, Some((&chain, &key))).await?;
-    Ok(TestAgent { id, chain, client })
+    Ok(TestAgent {
+        id,
+        chain,
+        client,
+        key,
+    })
 }
 
 impl TestAgent {
+    /// Connects again with the same SVID (after a server restart).
+    pub async fn reconnect(&mut self, server: &Server) -> Result<()> {
+        self.client = channel(server, Some((&self.chain, &self.key))).await?;
+        Ok(())
+    }
+
     /// Signs one fresh CSR for `entry_id`; returns the result's (code, chain).
     pub async fn sign(&mut self, entry_id: &str) -> Result<(i32, Vec<Vec<u8>>)> {
         let key = generate_p256_keypair()?;
