@@ -133,3 +133,121 @@ fn expect_alg(got: &str, want: &str) -> Result<(), CsrError> {
         Err(CsrError::AlgorithmMismatch(got.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
+
+    use super::*;
+    use crate::x509::{Ca, CaKey, LeafRequest, csr_request, generate_p256_keypair, validate_leaf};
+
+    #[test]
+    fn accepted_key_types() {
+        for alg in [
+            &PKCS_ECDSA_P256_SHA256,
+            &PKCS_ECDSA_P384_SHA384,
+            &PKCS_ED25519,
+        ] {
+            let key = KeyPair::generate_for(alg).expect("key");
+            let pk = public_key_from_csr(&csr_request(&key).expect("csr")).expect("accepted");
+            assert_eq!(pk.raw(), key.der_bytes());
+            assert_eq!(pk.spki_der(), key.subject_public_key_info().as_slice());
+            assert!(std::ptr::eq(pk.algorithm(), alg));
+        }
+    }
+
+    #[test]
+    fn bad_signature_is_refused() {
+        let key = generate_p256_keypair().expect("key");
+        let der = csr_request(&key).expect("csr");
+        // The signature BIT STRING is last: flipping its last byte breaks the signature.
+        let mut tampered = der.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01;
+        assert_eq!(public_key_from_csr(&tampered), Err(CsrError::BadSignature));
+        // A CSR whose key is swapped for another one no longer verifies either.
+        let other = generate_p256_keypair().expect("key");
+        let mut swapped = der.clone();
+        let at = swapped
+            .windows(key.der_bytes().len())
+            .position(|w| w == key.der_bytes())
+            .expect("key present");
+        swapped[at..at + other.der_bytes().len()].copy_from_slice(other.der_bytes());
+        assert_eq!(public_key_from_csr(&swapped), Err(CsrError::BadSignature));
+    }
+
+    #[test]
+    fn malformed_inputs_are_refused() {
+        let der = csr_request(&generate_p256_keypair().expect("key")).expect("csr");
+        assert!(matches!(
+            public_key_from_csr(&der[..der.len() - 3]),
+            Err(CsrError::Malformed(_))
+        ));
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert!(matches!(
+            public_key_from_csr(&trailing),
+            Err(CsrError::Malformed(_))
+        ));
+        assert!(matches!(
+            public_key_from_csr(b"garbage"),
+            Err(CsrError::Malformed(_))
+        ));
+        assert_eq!(
+            public_key_from_csr(&vec![0x30; MAX_CSR_LEN + 1]),
+            Err(CsrError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn rsa_is_refused() {
+        let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            .expect("rsa key");
+        assert_eq!(
+            public_key_from_csr(&csr_request(&key).expect("csr")),
+            Err(CsrError::UnsupportedKey)
+        );
+    }
+
+    #[test]
+    fn only_the_key_is_taken_from_a_greedy_csr() {
+        let key = generate_p256_keypair().expect("key");
+        let mut params = CertificateParams::new(vec!["evil.example".to_owned()]).expect("params");
+        params.subject_alt_names.push(SanType::URI(
+            "spiffe://example.org/admin".try_into().expect("ia5"),
+        ));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let csr = params.serialize_request(&key).expect("csr").der().to_vec();
+        let pk = public_key_from_csr(&csr).expect("signature is fine");
+
+        let now = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let td = spiffe::TrustDomain::new("example.org").expect("td");
+        let ca = Ca::self_signed(
+            td,
+            CaKey::generate().expect("key"),
+            now,
+            Duration::from_secs(3_600),
+        )
+        .expect("ca");
+        let req = LeafRequest {
+            spiffe_id: spiffe::SpiffeId::new("spiffe://example.org/workload").expect("id"),
+            dns_names: Vec::new(),
+            not_before: now,
+            not_after: now + Duration::from_secs(60),
+            delegation: None,
+        };
+        let leaf = ca.sign_leaf(&pk, &req).expect("signs");
+        let info = validate_leaf(&leaf.der).expect("leaf follows the profile, not the csr");
+        assert_eq!(info.spiffe_id.to_string(), "spiffe://example.org/workload");
+        assert!(info.dns_names.is_empty(), "no SAN from the csr");
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf.der).expect("parses");
+        assert!(!cert.is_ca());
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.der_bytes()
+        );
+    }
+}

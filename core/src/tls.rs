@@ -339,3 +339,6 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 pub fn default_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
+
+#[cfg(test)]
+mod tests;

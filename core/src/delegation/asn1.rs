@@ -215,3 +215,88 @@ fn time_to_der(t: SystemTime) -> Result<GeneralizedTime, DelegationError> {
     GeneralizedTime::from_system_time(truncate_to_seconds(t))
         .map_err(|_| DelegationError::TimeOutOfRange)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Inputs the public types cannot express, built at the DER level.
+    use super::*;
+    use crate::delegation::tests::sample;
+
+    fn raw(d: &Delegation) -> MandateDelegation {
+        MandateDelegation::from_der(&encode(d).expect("encodes")).expect("decodes")
+    }
+
+    fn decode_modified(
+        change: impl FnOnce(&mut MandateDelegation),
+    ) -> Result<Delegation, DelegationError> {
+        let mut value = raw(&sample());
+        change(&mut value);
+        Delegation::from_der(&value.to_der().expect("encodes"))
+    }
+
+    #[test]
+    fn limits_are_enforced_on_decode() {
+        let r = decode_modified(|v| v.actions = (0..65).map(|i| format!("a{i}")).collect());
+        assert_eq!(r, Err(DelegationError::TooManyActions(65)));
+        let r = decode_modified(|v| v.principal.id = "a".repeat(257));
+        assert!(matches!(r, Err(DelegationError::Principal(_))), "{r:?}");
+        let r = decode_modified(|v| v.principal.id = String::new());
+        assert!(matches!(r, Err(DelegationError::Principal(_))), "{r:?}");
+        let r = decode_modified(|v| v.task.id = "t".repeat(65));
+        assert!(matches!(r, Err(DelegationError::TaskId(_))), "{r:?}");
+        let r = decode_modified(|v| v.task.purpose = "p".repeat(257));
+        assert_eq!(r, Err(DelegationError::PurposeTooLong));
+        let r = decode_modified(|v| v.chain = Some(Vec::new()));
+        assert_eq!(r, Err(DelegationError::ChainLength(0)));
+        let r = decode_modified(|v| {
+            let link = v.chain.as_ref().expect("sample has a chain")[0].clone();
+            v.chain = Some(vec![link; 9]);
+        });
+        assert_eq!(r, Err(DelegationError::ChainLength(9)));
+        let r = decode_modified(|v| {
+            if let Some(limit) = v.value_limit.as_mut() {
+                limit.currency = PrintableString::new("EU").expect("printable");
+            }
+        });
+        assert!(matches!(r, Err(DelegationError::BadCurrency(_))), "{r:?}");
+        let r = decode_modified(|v| v.task.depth = 9);
+        assert!(
+            matches!(r, Err(DelegationError::DepthExceedsMax { .. })),
+            "{r:?}"
+        );
+        let r = decode_modified(|v| v.principal.kind = KindDer::Workload);
+        assert!(
+            matches!(r, Err(DelegationError::Principal(_))),
+            "a user id is no SPIFFE ID"
+        );
+        let r = decode_modified(|v| v.actions = vec!["a b".into()]);
+        assert!(matches!(r, Err(DelegationError::Action(_))), "{r:?}");
+    }
+
+    #[test]
+    fn a_2049_byte_workload_principal_is_refused() {
+        let prefix = "spiffe://example.org/";
+        let id = format!("{prefix}{}", "a".repeat(2049 - prefix.len()));
+        // The length limit of a principal (256 bytes) refuses it before SPIFFE parsing.
+        let r = decode_modified(|v| {
+            v.principal.kind = KindDer::Workload;
+            v.principal.id = id;
+        });
+        assert!(matches!(r, Err(DelegationError::Principal(_))), "{r:?}");
+    }
+
+    #[test]
+    fn unknown_enumerated_kind_is_malformed() {
+        let mut der = sample().to_der().expect("encodes");
+        // The first ENUMERATED (tag 0x0a, length 1) is the principal kind.
+        let at = der
+            .windows(2)
+            .position(|w| w == [0x0a, 0x01])
+            .expect("kind present");
+        der[at + 2] = 3;
+        assert!(matches!(
+            Delegation::from_der(&der),
+            Err(DelegationError::Der(_))
+        ));
+    }
+}

@@ -258,4 +258,4 @@ pub fn from_parsed_certificate(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -259,19 +259,16 @@ fn ca_params(
         return Err(X509Error::BadValidity);
     }
     let mut params = CertificateParams::default();
+    let serial = Serial::random();
+    // The serial in the name keeps every CA's subject unique, so path building never
+    // confuses an old CA with its successor.
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Mandate");
-    dn.push(
-        DnType::CommonName,
-        format!(
-            "{trust_domain} CA {}",
-            crate::time::unix_seconds(not_before)
-        ),
-    );
+    dn.push(DnType::CommonName, format!("{trust_domain} CA {serial}"));
     params.distinguished_name = dn;
     params.not_before = OffsetDateTime::from(not_before);
     params.not_after = OffsetDateTime::from(not_after);
-    params.serial_number = Some(Serial::random().to_rcgen());
+    params.serial_number = Some(serial.to_rcgen());
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.key_identifier_method = KeyIdMethod::Sha256;

@@ -178,3 +178,6 @@ pub fn csr_request(key: &KeyPair) -> Result<Vec<u8>, X509Error> {
     let csr = params.serialize_request(key)?;
     Ok(csr.der().to_vec())
 }
+
+#[cfg(test)]
+mod tests;
