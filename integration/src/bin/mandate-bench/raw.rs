@@ -14,7 +14,7 @@ use aws_lc_rs::signature::{
 use serde_json::json;
 
 /// Size of the signed part of a bare P-256 CSR (`CertificationRequestInfo`), in bytes.
-const CSR_INFO_LEN: usize = 160;
+const CSR_INFO_LEN: usize = 100;
 /// Size of the signed part of an SVID leaf (`TBSCertificate`), in bytes.
 const TBS_LEN: usize = 480;
 

@@ -53,11 +53,14 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
     let (mut agent, mut limit) = (Load::default(), Load::default());
     for _ in 0..rounds {
         // Alternate the two so that background noise hits both alike.
-        rt.block_on(load(&trivial.socket, warmup))?;
-        limit.add(rt.block_on(load(&trivial.socket, window))?);
-        rt.block_on(load(&socket, warmup))?;
-        agent.add(rt.block_on(load(&socket, window))?);
+        rt.block_on(load(&trivial.socket, CALLERS, warmup))?;
+        limit.add(rt.block_on(load(&trivial.socket, CALLERS, window))?);
+        rt.block_on(load(&socket, CALLERS, warmup))?;
+        agent.add(rt.block_on(load(&socket, CALLERS, window))?);
     }
+    // One caller alone: the service time without queueing behind 63 others.
+    let single_limit = rt.block_on(load(&trivial.socket, 1, window))?;
+    let single_agent = rt.block_on(load(&socket, 1, window))?;
     drop(trivial);
     let ratio = agent.per_second() / limit.per_second();
     let p99 = agent.latency.quantile_ms(0.99);
@@ -71,6 +74,10 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
             "what": "trivial tonic FetchJWTSVID (constant answer, same token) over a unix socket, child process",
             "req_per_s": round3(limit.per_second()),
             "latency": limit.latency.summary(),
+        },
+        "single_caller": {
+            "agent": { "req_per_s": round3(single_agent.per_second()), "latency": single_agent.latency.summary() },
+            "limit": { "req_per_s": round3(single_limit.per_second()), "latency": single_limit.latency.summary() },
         },
         "token_bytes": token.len(),
         "ratio": round3(ratio),
@@ -124,14 +131,14 @@ impl Load {
     }
 }
 
-/// `CALLERS` concurrent callers, each on its own connection, calling for `window`.
-async fn load(socket: &Path, window: Duration) -> Result<Load> {
-    let mut clients = Vec::with_capacity(CALLERS);
-    for _ in 0..CALLERS {
+/// `callers` concurrent callers, each on its own connection, calling for `window`.
+async fn load(socket: &Path, callers: usize, window: Duration) -> Result<Load> {
+    let mut clients = Vec::with_capacity(callers);
+    for _ in 0..callers {
         clients.push(workload_client(socket).await?);
     }
     let start = Instant::now();
-    let mut callers = Vec::with_capacity(CALLERS);
+    let mut callers = Vec::with_capacity(callers);
     for mut client in clients {
         callers.push(tokio::spawn(async move {
             let mut latency = Samples::with_capacity(16 * 1024);
