@@ -313,3 +313,6 @@ fn assemble(
         bundle: Arc::new(bundle),
     })
 }
+
+#[cfg(test)]
+mod tests;
