@@ -63,7 +63,7 @@ impl CedarPolicy {
         action: &str,
         amount: Option<&ValueLimit>,
     ) -> Result<(), Refusal> {
-        let denied = |e: String| Refusal::PolicyDenied(e);
+        let denied = Refusal::PolicyDenied;
         let kind = match delegation.principal.kind() {
             PrincipalKind::User => "User",
             PrincipalKind::Application => "Application",

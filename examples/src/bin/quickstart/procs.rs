@@ -20,7 +20,8 @@ pub(crate) struct Binaries {
 const NAMES: [&str; 4] = ["mandate-server", "mandate-agent", "po-service", "ai-agent"];
 
 impl Binaries {
-    /// Finds the binaries next to this executable, building the missing ones with cargo.
+    /// Finds the binaries next to this executable, building them with cargo when one is missing
+    /// or when the quickstart runs under `cargo run`.
     pub(crate) fn locate_or_build() -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("current executable")?;
         let dir = exe
@@ -33,7 +34,9 @@ impl Binaries {
             .copied()
             .filter(|n| !path(n).is_file())
             .collect();
-        if !missing.is_empty() {
+        // Under `cargo run` (CARGO is set) a build also refreshes stale binaries; it is a quick
+        // no-op when they are current.
+        if !missing.is_empty() || std::env::var_os("CARGO").is_some() {
             build(&dir, &missing)?;
         }
         let found = Self {
@@ -86,10 +89,14 @@ fn build(target_profile_dir: &Path, missing: &[&str]) -> anyhow::Result<()> {
             command.args(["--profile", other]);
         }
     }
-    println!(
-        "  {} missing: building them (cargo build, {profile} profile; the first build takes a while)",
-        missing.join(", ")
-    );
+    if missing.is_empty() {
+        println!("checking that the binaries are current (cargo build, {profile} profile)");
+    } else {
+        let names = missing.join(", ");
+        println!(
+            "building {names} (cargo build, {profile} profile; the first build takes a while)"
+        );
+    }
     let status = command.status().context("run cargo build")?;
     if !status.success() {
         bail!("cargo build failed ({status})");
