@@ -59,3 +59,39 @@ fn permits_and_denies_on_delegation_context() {
 fn bad_policy_text_is_an_error() {
     assert!(CedarPolicy::new("permit(principal,", "po").is_err());
 }
+
+#[tokio::test]
+async fn verifier_applies_cedar_after_the_grant_rules() {
+    use crate::status::{Snapshot, TaskStatusWatcher};
+    use crate::{DelegationPolicy, Verifier};
+    let now = SystemTime::now();
+    let snapshot = Snapshot {
+        closed_task_ids: Default::default(),
+        sequence: 1,
+        as_of: now,
+    };
+    let (_feed, rx) = tokio::sync::watch::channel(Some(snapshot));
+    let status = TaskStatusWatcher::for_test(rx, Duration::from_secs(15));
+    let verifier = Verifier::new(DelegationPolicy::default(), status)
+        .with_cedar(CedarPolicy::new(POLICIES, "po").expect("policies parse"));
+    let (caller, _) = caller_and_delegation();
+    let small: ValueLimit = "120.00:EUR".parse().expect("amount");
+    let large: ValueLimit = "400.00:EUR".parse().expect("amount");
+    assert!(
+        verifier
+            .authorize_at(&caller, "po.draft", Some(&small), now)
+            .is_ok()
+    );
+    // Within the grant's 500.00 EUR but over the Cedar cap of 300.00 EUR.
+    let refusal = verifier
+        .authorize_at(&caller, "po.draft", Some(&large), now)
+        .map(|_| ())
+        .expect_err("cedar");
+    assert_eq!(refusal.code(), "policy_denied");
+    // The grant rules still come first.
+    let refusal = verifier
+        .authorize_at(&caller, "po.approve", None, now)
+        .map(|_| ())
+        .expect_err("grant");
+    assert_eq!(refusal.code(), "action_not_granted");
+}
