@@ -284,7 +284,8 @@ mod tests {
     #[test]
     fn refusals_table() {
         let long_id = format!("spiffe://example.org/{}", "a".repeat(2049 - 21));
-        let cases: Vec<(&str, Box<dyn Fn(&mut EntrySpec)>)> = vec![
+        type Change = Box<dyn Fn(&mut EntrySpec)>;
+        let cases: Vec<(&str, Change)> = vec![
             (
                 "other td",
                 Box::new(|s| s.spiffe_id = "spiffe://other.org/x".into()),

@@ -122,7 +122,8 @@ fn claim_has_the_documented_shape() {
 #[test]
 fn claim_refusals() {
     let good = sample().to_claim();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Change = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Change)> = vec![
         (
             "kind app",
             Box::new(|c| c["principal"]["kind"] = json!("app")),

@@ -119,7 +119,8 @@ fn refusals_table() {
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(s.as_ref()))
     };
 
-    let cases: Vec<(&str, String, &str, fn(&JwtError) -> bool)> = vec![
+    type Expect = fn(&JwtError) -> bool;
+    let cases: Vec<(&str, String, &str, Expect)> = vec![
         (
             "alg none",
             none,

@@ -143,10 +143,10 @@ fn ec_point(jwk: &Value, crv: &str, coord_len: usize) -> Option<Vec<u8>> {
     if jwk.get("kty")?.as_str()? != "EC" || jwk.get("crv")?.as_str()? != crv {
         return None;
     }
-    if let Some(usage) = jwk.get("use") {
-        if usage.as_str()? != "jwt-svid" {
-            return None;
-        }
+    if let Some(usage) = jwk.get("use")
+        && usage.as_str()? != "jwt-svid"
+    {
+        return None;
     }
     let x = URL_SAFE_NO_PAD.decode(jwk.get("x")?.as_str()?).ok()?;
     let y = URL_SAFE_NO_PAD.decode(jwk.get("y")?.as_str()?).ok()?;

@@ -175,7 +175,8 @@ fn leaf_chains_to_the_ca_in_webpki() {
 fn validator_refuses_each_broken_rule() {
     let ca = test_ca();
     type Break = fn(&mut CertificateParams);
-    let cases: &[(&str, Break, fn(&SvidProfileError) -> bool)] = &[
+    type Expect = fn(&SvidProfileError) -> bool;
+    let cases: &[(&str, Break, Expect)] = &[
         ("baseline passes", |_| {}, |_| false),
         // rcgen writes no SKI without basicConstraints, so either refusal proves the rule.
         (
