@@ -10,6 +10,9 @@ use mandate_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use tokio_stream::StreamExt;
+
+use super::authority::AuthorityFix;
 use super::service::WorkloadService;
 use super::task_status::TaskStatusService;
 
@@ -73,7 +76,10 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(workload))
         .add_service(TaskStatusServer::new(task_status))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

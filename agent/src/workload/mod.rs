@@ -2,6 +2,7 @@
 //! the task-status feed, and the socket that serves them.
 
 pub mod attestor;
+pub mod authority;
 pub mod caller;
 pub mod claims;
 pub mod endpoint;
