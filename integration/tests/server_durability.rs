@@ -11,7 +11,11 @@ use server_support::{attest, block_on};
 fn ids(v: &Value) -> Vec<String> {
     let mut ids: Vec<String> = v
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["id"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     ids.sort();
     ids
@@ -24,10 +28,23 @@ fn kill_9_after_each_acknowledged_call_loses_nothing() -> Result<()> {
     let mut tasks = Vec::new();
     for i in 0..3 {
         let spiffe = format!("spiffe://example.org/wl/{i}");
-        entries.push(server.create_entry(&spiffe, "spiffe://example.org/agent/a", &["--selector", "unix:uid:1001"])?);
+        entries.push(server.create_entry(
+            &spiffe,
+            "spiffe://example.org/agent/a",
+            &["--selector", "unix:uid:1001"],
+        )?);
         server.kill9();
         server.restart()?;
-        let task = server.cli_ok(&["task", "open", "--principal", "user:alice@example.org", "--purpose", "p", "--action", "po.draft"])?;
+        let task = server.cli_ok(&[
+            "task",
+            "open",
+            "--principal",
+            "user:alice@example.org",
+            "--purpose",
+            "p",
+            "--action",
+            "po.draft",
+        ])?;
         server.kill9();
         server.restart()?;
         server.cli_ok(&["task", "close", &task, "--reason", "done"])?;
@@ -40,10 +57,19 @@ fn kill_9_after_each_acknowledged_call_loses_nothing() -> Result<()> {
     assert_eq!(ids(&server.cli_json(&["entry", "list"])?), entries);
     let listed = server.cli_json(&["task", "list"])?;
     assert_eq!(ids(&listed), tasks);
-    assert!(listed.as_array().context("array")?.iter().all(|t| t["state"] == "closed"));
+    assert!(
+        listed
+            .as_array()
+            .context("array")?
+            .iter()
+            .all(|t| t["state"] == "closed")
+    );
     let audit = server.cli_json(&["audit", "verify"])?;
     assert_eq!(audit["ok"], true);
-    assert_eq!(audit["records"], 9, "3 x (entry.create, task.open, task.close)");
+    assert_eq!(
+        audit["records"], 9,
+        "3 x (entry.create, task.open, task.close)"
+    );
     Ok(())
 }
 
@@ -51,14 +77,36 @@ fn kill_9_after_each_acknowledged_call_loses_nothing() -> Result<()> {
 fn a_restart_keeps_entries_tasks_ca_and_audit() -> Result<()> {
     let mut server = Server::start()?;
     let mut agent = block_on(attest(&server, None))?;
-    let entry = server.create_entry("spiffe://example.org/wl", &agent.id, &["--selector", "unix:uid:1001"])?;
-    let task = server.cli_ok(&["task", "open", "--principal", "app:erp", "--purpose", "p", "--action", "a", "--deadline", "30m"])?;
+    let entry = server.create_entry(
+        "spiffe://example.org/wl",
+        &agent.id,
+        &["--selector", "unix:uid:1001"],
+    )?;
+    let task = server.cli_ok(&[
+        "task",
+        "open",
+        "--principal",
+        "app:erp",
+        "--purpose",
+        "p",
+        "--action",
+        "a",
+        "--deadline",
+        "30m",
+    ])?;
     let bundle_before = server.cli_ok(&["bundle", "show"])?;
     let audit_before = server.cli_json(&["audit", "list"])?;
     assert_eq!(server.stop()?, Some(0), "SIGTERM exits cleanly");
     server.restart()?;
-    assert_eq!(server.cli_ok(&["bundle", "show"])?, bundle_before, "the CA survives a restart");
-    assert_eq!(ids(&server.cli_json(&["entry", "list"])?), vec![entry.clone()]);
+    assert_eq!(
+        server.cli_ok(&["bundle", "show"])?,
+        bundle_before,
+        "the CA survives a restart"
+    );
+    assert_eq!(
+        ids(&server.cli_json(&["entry", "list"])?),
+        vec![entry.clone()]
+    );
     assert_eq!(server.cli_json(&["task", "show", &task])?["state"], "open");
     let audit_after = server.cli_json(&["audit", "list"])?;
     assert_eq!(audit_after, audit_before);
@@ -73,7 +121,10 @@ fn a_restart_keeps_entries_tasks_ca_and_audit() -> Result<()> {
     Ok(())
 }
 
-fn edit_audit_offline(server: &mut Server, edit: impl FnOnce(&sled::Db) -> Result<()>) -> Result<()> {
+fn edit_audit_offline(
+    server: &mut Server,
+    edit: impl FnOnce(&sled::Db) -> Result<()>,
+) -> Result<()> {
     server.stop()?;
     let db = sled::open(server.data_dir.join("store"))?;
     edit(&db)?;
@@ -105,7 +156,11 @@ fn audit_verify_catches_an_edited_record() -> Result<()> {
     let out = server.cli(&["audit", "verify"])?;
     assert_ne!(out.code, 0);
     assert!(out.stdout.is_empty());
-    assert!(out.stderr.contains("record 2 was modified"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("record 2 was modified"),
+        "{}",
+        out.stderr
+    );
     Ok(())
 }
 

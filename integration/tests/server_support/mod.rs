@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use hyper_util::rt::TokioIo;
+use mandate_core::SpiffeId;
 use mandate_core::tls::{SpiffeIdMatcher, SpiffeServerVerifier, shared_roots};
 use mandate_core::x509::{csr_request, generate_p256_keypair, parse_pem_certs};
-use mandate_core::SpiffeId;
 use mandate_integration::Server;
 use mandate_proto::agent::agent_api_client::AgentApiClient;
-use mandate_proto::agent::{AttestRequest, SignX509SvidRequest, SignX509SvidsRequest, SyncMessage, SyncRequest};
+use mandate_proto::agent::{
+    AttestRequest, SignX509SvidRequest, SignX509SvidsRequest, SyncMessage, SyncRequest,
+};
 use rcgen::KeyPair;
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -41,14 +43,22 @@ fn roots(server: &Server) -> Result<Vec<CertificateDer<'static>>> {
 
 fn tls_config(server: &Server, identity: Option<(&[Vec<u8>], &KeyPair)>) -> Result<ClientConfig> {
     let expected = SpiffeId::new("spiffe://example.org/mandate/server")?;
-    let verifier = SpiffeServerVerifier::new(shared_roots(roots(server)?), SpiffeIdMatcher::Exact(expected));
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
+    let verifier = SpiffeServerVerifier::new(
+        shared_roots(roots(server)?),
+        SpiffeIdMatcher::Exact(expected),
+    );
+    let builder = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match identity {
         Some((chain, key)) => {
-            let chain = chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
+            let chain = chain
+                .iter()
+                .map(|c| CertificateDer::from(c.clone()))
+                .collect();
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
             builder.with_client_auth_cert(chain, key)?
         }
@@ -59,7 +69,10 @@ fn tls_config(server: &Server, identity: Option<(&[Vec<u8>], &KeyPair)>) -> Resu
 }
 
 /// A gRPC channel to the server's agent API over TLS.
-pub async fn channel(server: &Server, identity: Option<(&[Vec<u8>], &KeyPair)>) -> Result<AgentApiClient<Channel>> {
+pub async fn channel(
+    server: &Server,
+    identity: Option<(&[Vec<u8>], &KeyPair)>,
+) -> Result<AgentApiClient<Channel>> {
     let config = tls_config(server, identity)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let address = server.address.clone();
@@ -81,7 +94,10 @@ pub async fn channel(server: &Server, identity: Option<(&[Vec<u8>], &KeyPair)>) 
 }
 
 /// Attests with `token` and returns the raw result.
-pub async fn attest_raw(server: &Server, token: &str) -> Result<Result<(String, Vec<Vec<u8>>, KeyPair), tonic::Status>> {
+pub async fn attest_raw(
+    server: &Server,
+    token: &str,
+) -> Result<Result<(String, Vec<Vec<u8>>, KeyPair), tonic::Status>> {
     let key = generate_p256_keypair()?;
     let csr = csr_request(&key)?;
     let mut client = channel(server, None).await?;
@@ -100,7 +116,9 @@ pub async fn attest_raw(server: &Server, token: &str) -> Result<Result<(String, 
 /// Attests with a fresh token (for `agent_id` when given) and connects with the new SVID.
 pub async fn attest(server: &Server, agent_id: Option<&str>) -> Result<TestAgent> {
     let token = server.token(agent_id)?;
-    let (id, chain, key) = attest_raw(server, &token).await?.map_err(|s| anyhow!("attest: {s}"))?;
+    let (id, chain, key) = attest_raw(server, &token)
+        .await?
+        .map_err(|s| anyhow!("attest: {s}"))?;
     let client = channel(server, Some((&chain, &key))).await?;
     Ok(TestAgent {
         id,
@@ -144,7 +162,9 @@ impl TestAgent {
     pub async fn sync(&mut self, since: u64) -> Result<tonic::Streaming<SyncMessage>> {
         Ok(self
             .client
-            .sync(SyncRequest { since_revision: since })
+            .sync(SyncRequest {
+                since_revision: since,
+            })
             .await?
             .into_inner())
     }

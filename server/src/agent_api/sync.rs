@@ -213,10 +213,10 @@ fn resolve(
                     Event::BundleUpdate(wire::bundle(&ctx.ca.bundle())),
                 ));
             }
-            Change::Agent { spiffe_id } if spiffe_id == agent => {
-                if state.index.agent(agent).is_none_or(|a| a.banned) {
-                    return Err(End::Evicted);
-                }
+            Change::Agent { spiffe_id }
+                if spiffe_id == agent && state.index.agent(agent).is_none_or(|a| a.banned) =>
+            {
+                return Err(End::Evicted);
             }
             _ => {}
         }

@@ -16,28 +16,52 @@ async fn rotation_prepares_at_half_life_and_activates_at_a_sixth() {
     let start = ca.live();
     let first = start.active.id;
     assert_eq!(start.bundle.x509_authorities.len(), 1);
-    assert_eq!(validate_ca(&start.bundle.x509_authorities[0]).unwrap().to_string(), "example.org");
+    assert_eq!(
+        validate_ca(&start.bundle.x509_authorities[0])
+            .unwrap()
+            .to_string(),
+        "example.org"
+    );
     let nb = start.active.ca.not_before;
     let life = start.active.ca.not_after.duration_since(nb).unwrap();
 
     ca.rotate(nb + life / 3).await.unwrap();
     assert_eq!(ca.live().slots.len(), 1, "nothing before half life");
 
-    ca.rotate(nb + life / 2 + Duration::from_secs(1)).await.unwrap();
+    ca.rotate(nb + life / 2 + Duration::from_secs(1))
+        .await
+        .unwrap();
     let prepared = ca.live();
     assert_eq!(prepared.active.id, first, "prepared, not active yet");
-    assert_eq!(prepared.bundle.x509_authorities.len(), 2, "both CAs in the bundle");
+    assert_eq!(
+        prepared.bundle.x509_authorities.len(),
+        2,
+        "both CAs in the bundle"
+    );
     let jwks: serde_json::Value = serde_json::from_slice(&prepared.bundle.jwks).unwrap();
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "both JWT keys published");
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "both JWT keys published"
+    );
 
-    ca.rotate(nb + life * 5 / 6 + Duration::from_secs(1)).await.unwrap();
+    ca.rotate(nb + life * 5 / 6 + Duration::from_secs(1))
+        .await
+        .unwrap();
     let activated = ca.live();
     assert_ne!(activated.active.id, first, "next CA activated");
-    assert_eq!(activated.bundle.x509_authorities.len(), 2, "old CA stays until it expires");
+    assert_eq!(
+        activated.bundle.x509_authorities.len(),
+        2,
+        "old CA stays until it expires"
+    );
 
     ca.rotate(nb + life + Duration::from_secs(1)).await.unwrap();
     let pruned = ca.live();
-    assert!(pruned.slots.iter().all(|s| s.id != first), "expired CA dropped");
+    assert!(
+        pruned.slots.iter().all(|s| s.id != first),
+        "expired CA dropped"
+    );
     let old_cert = &start.bundle.x509_authorities[0];
     assert!(!pruned.bundle.x509_authorities.contains(old_cert));
     assert!(pruned.bundle.sequence > start.bundle.sequence);
@@ -51,7 +75,10 @@ async fn the_ca_reloads_from_the_journal_and_key_files() {
         ca.live().bundle.x509_authorities.clone()
     };
     let mode = std::fs::metadata(dir.path().join("ca/ca-1.key")).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
     let (_registry, ca) = registry_and_ca(dir.path(), TTL).await;
     assert_eq!(ca.live().bundle.x509_authorities, before);
 }

@@ -82,3 +82,52 @@ async fn a_refused_plan_writes_nothing() {
     assert_eq!(reg.read().revision, 0);
     assert!(reg.store().audit_records().unwrap().is_empty());
 }
+
+#[test]
+#[ignore = "scale measurement: run with --ignored --nocapture in release"]
+fn load_100k_entries() {
+    use mandate_core::entry::{Entry, EntrySpec, TtlDefaults};
+    let dir = tempfile::tempdir().unwrap();
+    let td = mandate_core::TrustDomain::new("example.org").unwrap();
+    let defaults = TtlDefaults {
+        x509: std::time::Duration::from_secs(3600),
+        jwt: std::time::Duration::from_secs(300),
+    };
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        for chunk in 0..100 {
+            let mut batch = WriteBatch::default();
+            for i in 0..1000 {
+                let spec = EntrySpec {
+                    spiffe_id: format!("spiffe://example.org/wl/{chunk}/{i}"),
+                    parent_id: format!("spiffe://example.org/agent/{}", i % 100),
+                    selectors: vec![format!("unix:uid:{i}")],
+                    x509_ttl: None,
+                    jwt_ttl: None,
+                    task_id: None,
+                    dns_names: vec![],
+                    hint: None,
+                };
+                let entry = Entry::from_spec(spec, &td, defaults, SystemTime::now()).unwrap();
+                batch.ops.push(WriteOp::PutEntry(crate::store::StoredEntry {
+                    entry,
+                    revision: 1,
+                }));
+            }
+            store.apply(&batch).unwrap();
+        }
+        store.sync().unwrap();
+    }
+    let start = std::time::Instant::now();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    println!("open {:?}", start.elapsed());
+    let loaded = store.load().unwrap();
+    println!("load {:?}", start.elapsed());
+    drop(Index::build(loaded));
+    println!("index {:?}", start.elapsed());
+    let start = std::time::Instant::now();
+    let reg = Registry::open(store).unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(reg.read().index.entry_count(), 100_000);
+    println!("loaded 100k entries in {elapsed:?}");
+}
