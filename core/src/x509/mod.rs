@@ -180,4 +180,6 @@ pub fn csr_request(key: &KeyPair) -> Result<Vec<u8>, X509Error> {
 }
 
 #[cfg(test)]
+mod profile_tests;
+#[cfg(test)]
 mod tests;
