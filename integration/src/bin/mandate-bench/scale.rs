@@ -25,6 +25,7 @@ struct Sizes {
     svids: usize,
     agents: usize,
     entries: usize,
+    sync_entries: usize,
     resumes: usize,
 }
 
@@ -37,12 +38,14 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
             svids: 100,
             agents: 100,
             entries: 2_000,
+            sync_entries: 500,
             resumes: 3,
         },
         Mode::Full => Sizes {
             svids: 1_000,
             agents: 10_000,
             entries: 100_000,
+            sync_entries: 5_000,
             resumes: 10,
         },
     };
@@ -107,30 +110,62 @@ async fn register_and_sync(fixture: &Fixture, sizes: &Sizes) -> Result<(Value, V
     let node = attestor
         .node(&admin, &format!("spiffe://{TRUST_DOMAIN}/bench/sync"))
         .await?;
-    let bulk_count = sizes.entries.saturating_sub(sizes.svids);
-    let (a, parent) = (admin.clone(), node.spiffe_id.clone());
-    let entries = bulk(bulk_count, 64, REGISTRATION_BUDGET, move |i| {
-        let (admin, parent) = (a.clone(), parent.clone());
+    // The sync agent's own entries, then the rest spread over the registered agents (about
+    // ten per node, as on real hosts). One parent per 100k entries would measure the server's
+    // per-parent duplicate check instead (see docs/PERFORMANCE.md).
+    let sync_entries = bulk_entries(&admin, sizes.sync_entries, 1, "sync", &node.spiffe_id).await?;
+    let spread_count = sizes
+        .entries
+        .saturating_sub(sizes.svids + sizes.sync_entries);
+    let spread = bulk_entries(
+        &admin,
+        spread_count,
+        agents.created,
+        "spread",
+        &node.spiffe_id,
+    )
+    .await?;
+    let registration = json!({
+        "agents": agents.created,
+        "agents_per_s": round3(rate(agents.created, agents.elapsed)),
+        "agents_truncated_by_budget": agents.truncated,
+        "entries_for_sync_agent": sync_entries.created,
+        "entries_for_sync_agent_per_s": round3(rate(sync_entries.created, sync_entries.elapsed)),
+        "entries_spread_over_agents": spread.created,
+        "entries_spread_per_s": round3(rate(spread.created, spread.elapsed)),
+        "entries_truncated_by_budget": sync_entries.truncated || spread.truncated,
+        "budget_s": REGISTRATION_BUDGET.as_secs(),
+    });
+    let sync = measure_sync(&admin, &node, sizes.resumes).await?;
+    Ok((registration, sync))
+}
+
+/// Creates `count` entries; with `parents` > 1 the parent of entry `i` is the registered node
+/// `i % parents`, otherwise `parent`.
+async fn bulk_entries(
+    admin: &Admin,
+    count: usize,
+    parents: usize,
+    prefix: &str,
+    parent: &str,
+) -> Result<crate::admin::Bulk> {
+    let (admin, prefix, parent) = (admin.clone(), prefix.to_owned(), parent.to_owned());
+    bulk(count, 64, REGISTRATION_BUDGET, move |i| {
+        let admin = admin.clone();
+        let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/bench/{prefix}/{i}");
+        let parent = if parents > 1 {
+            format!("spiffe://{TRUST_DOMAIN}/bench/node/{}", i % parents)
+        } else {
+            parent.clone()
+        };
         async move {
-            let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/bench/bulk/{i}");
             admin
                 .create_entry(&spiffe_id, &parent, &["unix:uid:4242".into()], None)
                 .await?;
             Ok(())
         }
     })
-    .await?;
-    let registration = json!({
-        "agents": agents.created,
-        "agents_per_s": round3(rate(agents.created, agents.elapsed)),
-        "agents_truncated_by_budget": agents.truncated,
-        "entries_for_sync_agent": entries.created,
-        "entries_per_s": round3(rate(entries.created, entries.elapsed)),
-        "entries_truncated_by_budget": entries.truncated,
-        "budget_s": REGISTRATION_BUDGET.as_secs(),
-    });
-    let sync = measure_sync(&admin, &node, sizes.resumes).await?;
-    Ok((registration, sync))
+    .await
 }
 
 /// A full snapshot, then `resumes` times: change one entry, resume from the last revision and

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mandate_integration::{Process, wait_for};
+
+use crate::admin::MAX_MESSAGE;
 use mandate_proto::workload::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
 };
@@ -17,16 +19,20 @@ use mandate_proto::workload::{
     WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse,
 };
+use prost::Message;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::{Once, Pending, StreamExt, adapters::Chain};
 use tonic::{Request, Response, Status};
 
-/// The hidden `serve-trivial <socket> <spiffe-id> <token-file>` subcommand: serves until killed.
+/// The hidden `serve-trivial <socket> <spiffe-id> <token-file> <x509-file>` subcommand: serves
+/// until killed. The x509 file holds an encoded `X509SVIDResponse` sent as the first message
+/// of every `FetchX509SVID` stream.
 ///
-/// Fails when the arguments are missing or the socket cannot be bound.
+/// Fails when the arguments are missing, a file does not read or the socket cannot be bound.
 pub(crate) fn child_main(args: &[String]) -> Result<()> {
-    let [socket, spiffe_id, token_file] = args else {
-        anyhow::bail!("serve-trivial needs <socket> <spiffe-id> <token-file>");
+    let [socket, spiffe_id, token_file, x509_file] = args else {
+        anyhow::bail!("serve-trivial needs <socket> <spiffe-id> <token-file> <x509-file>");
     };
     let svid = std::fs::read_to_string(token_file)?;
     let response = JwtsvidResponse {
@@ -36,11 +42,15 @@ pub(crate) fn child_main(args: &[String]) -> Result<()> {
             hint: String::new(),
         }],
     };
+    let x509 = X509svidResponse::decode(std::fs::read(x509_file)?.as_slice())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = UnixListener::bind(socket)?;
         tonic::transport::Server::builder()
-            .add_service(SpiffeWorkloadApiServer::new(Trivial { response }))
+            .add_service(
+                SpiffeWorkloadApiServer::new(Trivial { response, x509 })
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
             .serve_with_incoming(UnixListenerStream::new(listener))
             .await?;
         Ok(())
@@ -57,20 +67,29 @@ pub(crate) struct TrivialServer {
 }
 
 impl TrivialServer {
-    /// Starts the child in `dir`, answering with `token` for `spiffe_id`, and waits until its
-    /// socket accepts connections.
+    /// Starts the child in `dir`, answering `FetchJWTSVID` with `token` for `spiffe_id` and
+    /// opening every `FetchX509SVID` stream with `x509`, and waits until its socket accepts
+    /// connections.
     ///
     /// Fails when the child does not come up within 10 s.
-    pub(crate) fn start(dir: &Path, spiffe_id: &str, token: &str) -> Result<Self> {
+    pub(crate) fn start(
+        dir: &Path,
+        spiffe_id: &str,
+        token: &str,
+        x509: &X509svidResponse,
+    ) -> Result<Self> {
         let socket = dir.join("trivial.sock");
         let token_file = dir.join("token.jwt");
         std::fs::write(&token_file, token)?;
+        let x509_file = dir.join("x509.pb");
+        std::fs::write(&x509_file, x509.encode_to_vec())?;
         let mut command = Command::new(std::env::current_exe()?);
         command
             .arg("serve-trivial")
             .arg(&socket)
             .arg(spiffe_id)
-            .arg(&token_file);
+            .arg(&token_file)
+            .arg(&x509_file);
         let process =
             Process::spawn(command, &dir.join("trivial.log")).context("starting serve-trivial")?;
         wait_for("serve-trivial socket", Duration::from_secs(10), || {
@@ -86,13 +105,27 @@ impl TrivialServer {
 #[derive(Debug)]
 struct Trivial {
     response: JwtsvidResponse,
+    x509: X509svidResponse,
 }
 
 type Empty<T> = tokio_stream::Empty<Result<T, Status>>;
+/// One message, then open until the client goes, as a real stream stays open.
+type OneThenOpen<T> = Chain<Once<Result<T, Status>>, Pending<Result<T, Status>>>;
+
+fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
+    if request
+        .metadata()
+        .get(mandate_proto::WORKLOAD_HEADER_KEY)
+        .is_none_or(|v| v != "true")
+    {
+        return Err(Status::invalid_argument("missing security header"));
+    }
+    Ok(())
+}
 
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for Trivial {
-    type FetchX509SVIDStream = Empty<X509svidResponse>;
+    type FetchX509SVIDStream = OneThenOpen<X509svidResponse>;
     type FetchX509BundlesStream = Empty<X509BundlesResponse>;
     type FetchJWTBundlesStream = Empty<JwtBundlesResponse>;
     type FetchWITSVIDStream = Empty<WitsvidResponse>;
@@ -103,13 +136,7 @@ impl SpiffeWorkloadApi for Trivial {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         // The same cheap checks any Workload API server makes before answering.
-        if request
-            .metadata()
-            .get(mandate_proto::WORKLOAD_HEADER_KEY)
-            .is_none_or(|v| v != "true")
-        {
-            return Err(Status::invalid_argument("missing security header"));
-        }
+        check_header(&request)?;
         if request.get_ref().audience.is_empty() {
             return Err(Status::invalid_argument("audience must not be empty"));
         }
@@ -118,9 +145,11 @@ impl SpiffeWorkloadApi for Trivial {
 
     async fn fetch_x509svid(
         &self,
-        _: Request<X509svidRequest>,
+        request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        Err(Status::unimplemented("trivial server"))
+        check_header(&request)?;
+        let first = tokio_stream::once(Ok(self.x509.clone()));
+        Ok(Response::new(first.chain(tokio_stream::pending())))
     }
 
     async fn fetch_x509_bundles(

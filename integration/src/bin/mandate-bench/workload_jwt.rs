@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mandate_integration::TRUST_DOMAIN;
 use mandate_integration::workload::with_header;
-use mandate_proto::workload::JwtsvidRequest;
+use mandate_proto::workload::{JwtsvidRequest, X509svidResponse};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
@@ -49,7 +49,8 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
     let dir = tempfile::Builder::new()
         .prefix("mandate-bench-")
         .tempdir()?;
-    let trivial = TrivialServer::start(dir.path(), &spiffe_id, &token)?;
+    let trivial =
+        TrivialServer::start(dir.path(), &spiffe_id, &token, &X509svidResponse::default())?;
     let (mut agent, mut limit) = (Load::default(), Load::default());
     for _ in 0..rounds {
         // Alternate the two so that background noise hits both alike.
