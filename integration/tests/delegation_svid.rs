@@ -20,10 +20,13 @@ use mandate_core::x509::{generate_p256_keypair, validate_leaf};
 async fn ai_leaf(agent: &mandate_integration::Agent) -> Result<Vec<u8>> {
     let started = std::time::Instant::now();
     loop {
-        if let Some(message) = first_x509(agent, Duration::from_secs(2)).await? {
-            if let Some(svid) = message.svids.iter().find(|s| s.spiffe_id == AI_ID) {
-                return leaf_of(&svid.x509_svid);
-            }
+        let message = first_x509(agent, Duration::from_secs(2)).await?;
+        if let Some(svid) = message
+            .iter()
+            .flat_map(|m| &m.svids)
+            .find(|s| s.spiffe_id == AI_ID)
+        {
+            return leaf_of(&svid.x509_svid);
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(10),

@@ -52,7 +52,7 @@ pub fn open_task(server: &Server, extra: &[&str]) -> Result<String> {
         "--value-limit",
         "500.00:EUR",
     ];
-    if !extra.iter().any(|a| *a == "--deadline") {
+    if !extra.contains(&"--deadline") {
         args.extend(["--deadline", "1h"]);
     }
     args.extend_from_slice(extra);
