@@ -3,6 +3,7 @@
 //! workloads by their unix credentials, and serves the SPIFFE Workload API and the
 //! task-status feed on a unix socket (DESIGN 3.1, 3.4, 3.5).
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cache;
 pub mod cli;

@@ -102,10 +102,8 @@ impl State {
                     staged_tasks.extend(tasks.into_iter().map(|t| (t.id.clone(), t)));
                 }
                 applied.revision_done = complete;
-                if complete {
-                    if let Some((staged_entries, staged_tasks)) = self.staging.take() {
-                        self.replace_all(staged_entries, staged_tasks);
-                    }
+                if complete && let Some((staged_entries, staged_tasks)) = self.staging.take() {
+                    self.replace_all(staged_entries, staged_tasks);
                 }
             }
             SyncEvent::EntryUpsert(entry) => self.upsert(entry),

@@ -24,12 +24,10 @@ pub async fn run(
 ) -> NodeError {
     let mut backoff = Duration::from_millis(250);
     loop {
-        if let Ok((_, not_after)) = upstream.validity() {
-            if SystemTime::now() >= not_after {
-                return NodeError::Expired(
-                    humantime::format_rfc3339_seconds(not_after).to_string(),
-                );
-            }
+        if let Ok((_, not_after)) = upstream.validity()
+            && SystemTime::now() >= not_after
+        {
+            return NodeError::Expired(humantime::format_rfc3339_seconds(not_after).to_string());
         }
         let since = cache.revision.load(Ordering::SeqCst);
         match upstream

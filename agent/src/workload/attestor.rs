@@ -94,10 +94,10 @@ impl UnixAttestor {
         for gid in &gids {
             push(&mut selectors, SelectorKind::Gid, &gid.to_string());
         }
-        if needed.user {
-            if let Some(name) = self.names.user(cred.uid) {
-                push(&mut selectors, SelectorKind::User, &name);
-            }
+        if needed.user
+            && let Some(name) = self.names.user(cred.uid)
+        {
+            push(&mut selectors, SelectorKind::User, &name);
         }
         if needed.group {
             for gid in &gids {
@@ -131,10 +131,10 @@ impl UnixAttestor {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(exe).map_err(|source| AttestError::Proc { pid, source })?;
         let key = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec());
-        if let Ok(cache) = self.digests.lock() {
-            if let Some(hit) = cache.get(&key) {
-                return Ok(hit.clone());
-            }
+        if let Ok(cache) = self.digests.lock()
+            && let Some(hit) = cache.get(&key)
+        {
+            return Ok(hit.clone());
         }
         let mut file =
             std::fs::File::open(exe).map_err(|source| AttestError::Proc { pid, source })?;

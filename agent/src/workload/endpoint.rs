@@ -42,16 +42,15 @@ pub fn bind(path: &Path) -> Result<UnixListener, EndpointError> {
         path: path.to_owned(),
         source,
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(err)?;
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
-                .map_err(err)?;
-        }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(err)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => tracing::info!(path = %path.display(), "removed stale socket"),

@@ -56,10 +56,11 @@ impl Table {
         let mtime = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        if let Ok(cache) = self.cache.read() {
-            if cache.0.is_some() && cache.0 == mtime {
-                return cache.1.get(&id).cloned();
-            }
+        if let Ok(cache) = self.cache.read()
+            && cache.0.is_some()
+            && cache.0 == mtime
+        {
+            return cache.1.get(&id).cloned();
         }
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         let table = parse(&text);
@@ -82,10 +83,10 @@ fn parse(text: &str) -> HashMap<u32, String> {
         let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
-        if let Ok(id) = id.parse::<u32>() {
-            if !name.is_empty() {
-                table.entry(id).or_insert_with(|| name.to_owned());
-            }
+        if let Ok(id) = id.parse::<u32>()
+            && !name.is_empty()
+        {
+            table.entry(id).or_insert_with(|| name.to_owned());
         }
     }
     table

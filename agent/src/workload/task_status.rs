@@ -115,9 +115,11 @@ mod tests {
 
     #[test]
     fn message_carries_the_closed_set() {
-        let mut snapshot = Snapshot::default();
-        snapshot.closed_tasks = Arc::new(vec!["t1".into()]);
-        snapshot.closed_sequence = 9;
+        let snapshot = Snapshot {
+            closed_tasks: Arc::new(vec!["t1".into()]),
+            closed_sequence: 9,
+            ..Snapshot::default()
+        };
         let m = message(&snapshot, 1234);
         assert_eq!(m.closed_task_ids, vec!["t1"]);
         assert_eq!((m.sequence, m.as_of_unix_ms), (9, 1234));
