@@ -414,3 +414,39 @@ fn usage_and_config_errors() -> Result<()> {
     );
     Ok(())
 }
+
+fn http_get(address: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(address)?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+#[test]
+fn metrics_live_ready_and_clean_sigterm() -> Result<()> {
+    let metrics = format!("127.0.0.1:{}", mandate_integration::free_port());
+    let mut server = Server::start_with(mandate_integration::ServerOptions {
+        args: vec!["--metrics-address".into(), metrics.clone()],
+        ..Default::default()
+    })?;
+    server.token(None)?;
+    let reply = http_get(&metrics, "/metrics")?;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("# TYPE mandate_entries gauge"), "{reply}");
+    assert!(http_get(&metrics, "/live")?.starts_with("HTTP/1.1 200"));
+    assert!(http_get(&metrics, "/ready")?.starts_with("HTTP/1.1 200"));
+    assert!(http_get(&metrics, "/nope")?.starts_with("HTTP/1.1 404"));
+    assert_eq!(server.stop()?, Some(0), "SIGTERM exits 0");
+    assert!(
+        !server.admin_socket.exists(),
+        "the admin socket is removed on shutdown"
+    );
+    let health = server.cli(&["healthcheck"])?;
+    assert_eq!(health.code, 1, "healthcheck fails once the server is gone");
+    Ok(())
+}
