@@ -120,3 +120,14 @@ fn the_agent_renews_its_svid_and_refuses_an_expired_one_after_restart() -> Resul
     assert!(one_line(&out).contains("expired"), "{}", out.stderr);
     Ok(())
 }
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_removes_the_socket() -> Result<()> {
+    let server = Server::start()?;
+    let mut agent = Agent::start(&server, "sigterm")?;
+    assert!(agent.socket_path.exists());
+    let code = agent.stop()?;
+    assert_eq!(code, Some(0), "{}", agent.log());
+    assert!(!agent.socket_path.exists(), "the socket is removed on shutdown");
+    Ok(())
+}
