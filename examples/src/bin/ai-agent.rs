@@ -105,6 +105,7 @@ async fn connect(
     let tcp = TcpStream::connect(server)
         .await
         .with_context(|| format!("connect {server}"))?;
+    tcp.set_nodelay(true)?;
     // spiffe-rustls checks the server's SPIFFE ID, not this name.
     let host = server
         .rsplit_once(':')

@@ -87,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     for connection in 1u64.. {
         let (tcp, peer) = listener.accept().await?;
+        // Small request/response exchanges: do not let Nagle hold back a write.
+        tcp.set_nodelay(true)?;
         let acceptor = acceptor.clone();
         let verifier = verifier.clone();
         tokio::spawn(async move {

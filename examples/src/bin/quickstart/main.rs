@@ -35,12 +35,13 @@ fn main() -> ExitCode {
     };
     remove_on_interrupt(dir.path().to_path_buf());
     let mut children = Children::default();
-    let result = Journey {
+    let mut journey = Journey {
         dir: dir.path(),
         started,
         children: &mut children,
-    }
-    .run();
+    };
+    let result = journey.run();
+    let started = journey.started;
     let killed = children.kill_all();
     match result {
         Ok(()) => {
@@ -89,6 +90,8 @@ impl Journey<'_> {
             "Mandate quickstart: an AI agent acting for alice, from task open to task close.\n"
         );
         let bins = Binaries::locate_or_build()?;
+        // The narration's clock starts once the binaries are ready (a first build takes minutes).
+        self.started = Instant::now();
         let admin = self.dir.join("admin.sock");
         let socket = self.dir.join("agent").join("public").join("api.sock");
         let endpoint = format!("unix://{}", socket.display());
