@@ -1,5 +1,6 @@
 //! mandate-agent through clients we did not write: the PyPI `spiffe` package, go-spiffe v2,
 //! and an mTLS handshake between two workloads with spiffe-rustls 0.11 fed by the agent.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod agent_support;
 

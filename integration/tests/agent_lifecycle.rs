@@ -1,5 +1,6 @@
 //! The agent's own identity against the real server: refused join tokens, eviction, renewal
 //! at half-life, an expired stored SVID, and config errors (exit 64 before anything opens).
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod agent_support;
 

@@ -1,6 +1,7 @@
 //! Workload API streams of the real agent against the real server: entries appearing and
 //! going, rotation, task closure, agent restart, and the server going away (cached SVIDs are
 //! served until their notAfter and not after it).
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod agent_support;
 
