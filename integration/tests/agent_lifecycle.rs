@@ -18,16 +18,34 @@ fn run_agent(server: &Server, dir: &std::path::Path, token: &str) -> Result<CliO
     run(
         &bin("mandate-agent"),
         &[
-            "run", "--server-address", &server.address, "--trust-bundle", &bundle, "--join-token", token,
-            "--socket-path", &socket, "--data-dir", &data,
+            "run",
+            "--server-address",
+            &server.address,
+            "--trust-bundle",
+            &bundle,
+            "--join-token",
+            token,
+            "--socket-path",
+            &socket,
+            "--data-dir",
+            &data,
         ],
         &[],
     )
 }
 
 fn one_line(out: &CliOutput) -> String {
-    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "exactly one line on stderr: {:?}", out.stderr);
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one line on stderr: {:?}",
+        out.stderr
+    );
     lines[0].to_owned()
 }
 
@@ -36,7 +54,11 @@ fn unknown_used_and_expired_tokens_are_refused_in_one_line() -> Result<()> {
     let server = Server::start()?;
     let tmp = tempfile::tempdir()?;
 
-    let out = run_agent(&server, &tmp.path().join("unknown"), "00112233445566778899aabbccddeeff")?;
+    let out = run_agent(
+        &server,
+        &tmp.path().join("unknown"),
+        "00112233445566778899aabbccddeeff",
+    )?;
     assert_ne!(out.code, 0);
     one_line(&out);
 
@@ -54,7 +76,9 @@ fn unknown_used_and_expired_tokens_are_refused_in_one_line() -> Result<()> {
         .arg("--data-dir")
         .arg(&data);
     let _first = Process::spawn(command, &first_dir.join("agent.log"))?;
-    wait_for("first agent socket", Duration::from_secs(30), || socket.exists().then_some(()))?;
+    wait_for("first agent socket", Duration::from_secs(30), || {
+        socket.exists().then_some(())
+    })?;
     let out = run_agent(&server, &tmp.path().join("reuse"), &token)?;
     assert_ne!(out.code, 0, "a used token must be refused");
     one_line(&out);
@@ -75,13 +99,29 @@ fn config_errors_exit_64_before_anything_opens() -> Result<()> {
     let data = tmp.path().join("data");
     let out = run(
         &bin("mandate-agent"),
-        &["run", "--config", &config.to_string_lossy(), "--data-dir", &data.to_string_lossy()],
+        &[
+            "run",
+            "--config",
+            &config.to_string_lossy(),
+            "--data-dir",
+            &data.to_string_lossy(),
+        ],
         &[],
     )?;
     assert_eq!(out.code, 64, "{}", out.stderr);
     assert!(one_line(&out).contains("no_such_key"));
     assert!(!data.exists(), "nothing is created on a config error");
-    let out = run(&bin("mandate-agent"), &["run", "--server-address", "http://x:1", "--data-dir", &data.to_string_lossy()], &[])?;
+    let out = run(
+        &bin("mandate-agent"),
+        &[
+            "run",
+            "--server-address",
+            "http://x:1",
+            "--data-dir",
+            &data.to_string_lossy(),
+        ],
+        &[],
+    )?;
     assert_eq!(out.code, 64, "{}", out.stderr);
     Ok(())
 }
@@ -91,29 +131,48 @@ fn an_evicted_agent_says_so_and_exits() -> Result<()> {
     let server = Server::start()?;
     let mut agent = Agent::start(&server, "evictee")?;
     server.cli_ok(&["agent", "evict", &agent.spiffe_id])?;
-    let code = wait_for("the evicted agent to exit", Duration::from_secs(30), || agent.try_exit_code().ok().flatten())?;
+    let code = wait_for("the evicted agent to exit", Duration::from_secs(30), || {
+        agent.try_exit_code().ok().flatten()
+    })?;
     assert_ne!(code, 0);
     let log = agent.log();
     let last = log.lines().last().unwrap_or_default();
-    assert!(last.contains("evicted"), "last line names the eviction: {last}");
+    assert!(
+        last.contains("evicted"),
+        "last line names the eviction: {last}"
+    );
     Ok(())
 }
 
 #[test]
 fn the_agent_renews_its_svid_and_refuses_an_expired_one_after_restart() -> Result<()> {
-    let server = Server::start_with(ServerOptions { config: "agent_svid_ttl = \"6s\"\n".into(), ..ServerOptions::default() })?;
+    let server = Server::start_with(ServerOptions {
+        config: "agent_svid_ttl = \"6s\"\n".into(),
+        ..ServerOptions::default()
+    })?;
     let mut agent = Agent::start(&server, "renewer")?;
-    wait_for("a renewal", Duration::from_secs(20), || agent.log().contains("renewed the agent SVID").then_some(()))?;
+    wait_for("a renewal", Duration::from_secs(20), || {
+        agent.log().contains("renewed the agent SVID").then_some(())
+    })?;
     entry_for_me(&server, &agent, "workload/renewed", &[])?;
     // Still talking to the server on the renewed SVID: the new entry arrives.
-    tokio::runtime::Runtime::new()?.block_on(wait_x509(&agent.socket_path, Duration::from_secs(20), |m| !m.svids.is_empty()))?;
+    tokio::runtime::Runtime::new()?.block_on(wait_x509(
+        &agent.socket_path,
+        Duration::from_secs(20),
+        |m| !m.svids.is_empty(),
+    ))?;
     agent.kill9();
     std::thread::sleep(Duration::from_secs(8));
     let out = run(
         &bin("mandate-agent"),
         &[
-            "run", "--server-address", &server.address, "--socket-path",
-            &agent.socket_path.to_string_lossy(), "--data-dir", &agent.data_dir.to_string_lossy(),
+            "run",
+            "--server-address",
+            &server.address,
+            "--socket-path",
+            &agent.socket_path.to_string_lossy(),
+            "--data-dir",
+            &agent.data_dir.to_string_lossy(),
         ],
         &[],
     )?;
@@ -129,6 +188,9 @@ fn sigterm_shuts_down_cleanly_and_removes_the_socket() -> Result<()> {
     assert!(agent.socket_path.exists());
     let code = agent.stop()?;
     assert_eq!(code, Some(0), "{}", agent.log());
-    assert!(!agent.socket_path.exists(), "the socket is removed on shutdown");
+    assert!(
+        !agent.socket_path.exists(),
+        "the socket is removed on shutdown"
+    );
     Ok(())
 }

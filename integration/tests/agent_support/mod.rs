@@ -13,7 +13,9 @@ use tonic::Streaming;
 
 /// The uid this test runs as.
 pub(crate) fn my_uid() -> u32 {
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 /// `unix:uid:<my uid>`.
@@ -34,7 +36,12 @@ pub(crate) fn server_and_agent(name: &str) -> Result<(Server, Agent)> {
 }
 
 /// Creates an entry for this test's uid under `agent`, with extra flags.
-pub(crate) fn entry_for_me(server: &Server, agent: &Agent, path: &str, extra: &[&str]) -> Result<String> {
+pub(crate) fn entry_for_me(
+    server: &Server,
+    agent: &Agent,
+    path: &str,
+    extra: &[&str],
+) -> Result<String> {
     let selector = my_uid_selector();
     let mut args = vec!["--selector", selector.as_str()];
     args.extend_from_slice(extra);
@@ -44,14 +51,23 @@ pub(crate) fn entry_for_me(server: &Server, agent: &Agent, path: &str, extra: &[
 /// A request carrying the security header.
 pub(crate) fn with_header<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("workload.spiffe.io", "true".parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().expect("ascii"));
     request
 }
 
 /// Opens a raw FetchX509SVID stream.
-pub(crate) async fn x509_stream(socket: &Path) -> Result<Streaming<X509svidResponse>, tonic::Status> {
-    let mut client = workload::client(socket).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    Ok(client.fetch_x509svid(with_header(X509svidRequest {})).await?.into_inner())
+pub(crate) async fn x509_stream(
+    socket: &Path,
+) -> Result<Streaming<X509svidResponse>, tonic::Status> {
+    let mut client = workload::client(socket)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    Ok(client
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await?
+        .into_inner())
 }
 
 /// The SPIFFE IDs in one X509 message.
@@ -71,10 +87,12 @@ pub(crate) async fn wait_x509(
     loop {
         let last;
         match x509_stream(socket).await {
-            Ok(mut stream) => match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
-                Ok(Ok(Some(message))) if accept(&message) => return Ok(message),
-                other => last = format!("{other:?}"),
-            },
+            Ok(mut stream) => {
+                match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                    Ok(Ok(Some(message))) if accept(&message) => return Ok(message),
+                    other => last = format!("{other:?}"),
+                }
+            }
             Err(status) => last = format!("{status:?}"),
         }
         if tokio::time::Instant::now() > deadline {
@@ -85,7 +103,10 @@ pub(crate) async fn wait_x509(
 }
 
 /// Reads the next stream message within `timeout`.
-pub(crate) async fn next(stream: &mut Streaming<X509svidResponse>, timeout: Duration) -> Result<Result<X509svidResponse, tonic::Status>> {
+pub(crate) async fn next(
+    stream: &mut Streaming<X509svidResponse>,
+    timeout: Duration,
+) -> Result<Result<X509svidResponse, tonic::Status>> {
     match tokio::time::timeout(timeout, stream.message()).await {
         Err(_) => bail!("no stream message within {timeout:?}"),
         Ok(Ok(Some(m))) => Ok(Ok(m)),
@@ -98,5 +119,8 @@ pub(crate) async fn next(stream: &mut Streaming<X509svidResponse>, timeout: Dura
 pub(crate) fn leaf_info(message: &X509svidResponse) -> Result<(Vec<u8>, i64)> {
     let svid = message.svids.first().context("no svid")?;
     let (_, cert) = x509_parser::parse_x509_certificate(&svid.x509_svid).context("leaf parses")?;
-    Ok((cert.raw_serial().to_vec(), cert.validity().not_after.timestamp()))
+    Ok((
+        cert.raw_serial().to_vec(),
+        cert.validity().not_after.timestamp(),
+    ))
 }
