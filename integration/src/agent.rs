@@ -61,7 +61,9 @@ impl Agent {
     ///
     /// When the agent does not come up within 30 s.
     pub fn start_with(server: &Server, options: AgentOptions) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("mandate-agent-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("mandate-agent-")
+            .tempdir()?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
         let data_dir = dir.path().join("data");
         let socket_path = dir.path().join("public").join("api.sock");
@@ -105,11 +107,15 @@ impl Agent {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.options.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         if let Some(token) = token {
             command.args(["--join-token", token]);
         }
-        Process::spawn(command, &self.dir.path().join("agent.log")).context("starting mandate-agent")
+        Process::spawn(command, &self.dir.path().join("agent.log"))
+            .context("starting mandate-agent")
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -134,7 +140,10 @@ impl Agent {
         let agents = server.cli_json(&["agent", "list"])?;
         let newest = agents
             .as_array()
-            .and_then(|list| list.iter().max_by_key(|a| a["attested_at"].as_i64().unwrap_or(0)))
+            .and_then(|list| {
+                list.iter()
+                    .max_by_key(|a| a["attested_at"].as_i64().unwrap_or(0))
+            })
             .and_then(|a| a["spiffe_id"].as_str())
             .context("agent list shows no agent")?;
         Ok(newest.to_string())

@@ -39,7 +39,11 @@ pub fn bin_dir() -> &'static Path {
         if dir.ends_with("deps") {
             dir.pop();
         }
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
+        let profile = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_string();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.current_dir(workspace_root()).args([
@@ -63,7 +67,10 @@ pub fn bin_dir() -> &'static Path {
 
 /// The root of the workspace (the folder with the top `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration/ has a parent")
+        .to_path_buf()
 }
 
 /// The path of a built binary such as `mandate-server`.
@@ -86,7 +93,11 @@ pub fn free_port() -> u16 {
 /// # Errors
 ///
 /// When `timeout` passes first; the error names `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let start = Instant::now();
     loop {
         if let Some(value) = check() {
@@ -147,12 +158,18 @@ impl Process {
             .stderr(err)
             .spawn()
             .with_context(|| format!("starting {command:?}"))?;
-        Ok(Self { child: Some(child), log: log.to_path_buf() })
+        Ok(Self {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
     }
 
     /// A handle that holds no process yet.
     pub(crate) fn placeholder() -> Self {
-        Self { child: None, log: PathBuf::new() }
+        Self {
+            child: None,
+            log: PathBuf::new(),
+        }
     }
 
     /// The process id, while it runs.
@@ -183,7 +200,9 @@ impl Process {
     ///
     /// When the process does not exit in time (it is then killed).
     pub fn terminate(&mut self) -> Result<Option<i32>> {
-        let Some(mut child) = self.child.take() else { return Ok(None) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
         signal(child.id(), libc::SIGTERM);
         let start = Instant::now();
         loop {
@@ -220,7 +239,10 @@ impl Drop for Process {
 
 /// Sends `sig` to `pid`.
 pub fn signal(pid: u32, sig: i32) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 mod server;
@@ -251,7 +273,12 @@ pub fn run(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<CliOu
 /// When the command failed or its stdout is not JSON.
 pub fn json_of(output: &CliOutput) -> Result<serde_json::Value> {
     if !output.success() {
-        return Err(anyhow!("command failed ({}): {}", output.code, output.stderr.trim()));
+        return Err(anyhow!(
+            "command failed ({}): {}",
+            output.code,
+            output.stderr.trim()
+        ));
     }
-    serde_json::from_str(&output.stdout).with_context(|| format!("stdout is not JSON: {}", output.stdout))
+    serde_json::from_str(&output.stdout)
+        .with_context(|| format!("stdout is not JSON: {}", output.stdout))
 }

@@ -58,7 +58,9 @@ impl Server {
     ///
     /// When the server does not become healthy within 30 s.
     pub fn start_with(options: ServerOptions) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("mandate-server-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("mandate-server-")
+            .tempdir()?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
         let data_dir = dir.path().join("data");
         let admin_socket = dir.path().join("admin.sock");
@@ -66,24 +68,43 @@ impl Server {
         let config_path = dir.path().join("server.toml");
         fs::write(&config_path, options.config.as_bytes())?;
         let bundle_pem = dir.path().join("bundle.pem");
-        let process = spawn(dir.path(), &data_dir, &admin_socket, &address, &config_path, &options)?;
-        let mut server =
-            Self { dir, data_dir, admin_socket, address, bundle_pem, config_path, options, process };
+        let process = spawn(
+            dir.path(),
+            &data_dir,
+            &admin_socket,
+            &address,
+            &config_path,
+            &options,
+        )?;
+        let mut server = Self {
+            dir,
+            data_dir,
+            admin_socket,
+            address,
+            bundle_pem,
+            config_path,
+            options,
+            process,
+        };
         server.wait_ready()?;
         Ok(server)
     }
 
     /// Waits until `healthcheck` passes, then writes the bundle PEM.
     fn wait_ready(&mut self) -> Result<()> {
-        let ready = wait_for("mandate-server healthcheck", Duration::from_secs(30), || {
-            if let Ok(Some(code)) = self.process.try_exit_code() {
-                return Some(Err(code));
-            }
-            match self.cli(&["healthcheck"]) {
-                Ok(out) if out.success() => Some(Ok(())),
-                _ => None,
-            }
-        });
+        let ready = wait_for(
+            "mandate-server healthcheck",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(code)) = self.process.try_exit_code() {
+                    return Some(Err(code));
+                }
+                match self.cli(&["healthcheck"]) {
+                    Ok(out) if out.success() => Some(Ok(())),
+                    _ => None,
+                }
+            },
+        );
         match ready {
             Ok(Ok(())) => {}
             Ok(Err(code)) => bail!("mandate-server exited with {code}:\n{}", self.log()),
@@ -114,7 +135,11 @@ impl Server {
     pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;
         if !out.success() {
-            bail!("mandate-server {args:?} failed ({}): {}", out.code, out.stderr.trim());
+            bail!(
+                "mandate-server {args:?} failed ({}): {}",
+                out.code,
+                out.stderr.trim()
+            );
         }
         Ok(out.stdout.trim().to_string())
     }
@@ -148,7 +173,14 @@ impl Server {
     ///
     /// When the CLI refuses.
     pub fn create_entry(&self, spiffe_id: &str, parent_id: &str, extra: &[&str]) -> Result<String> {
-        let mut args = vec!["entry", "create", "--spiffe-id", spiffe_id, "--parent-id", parent_id];
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            spiffe_id,
+            "--parent-id",
+            parent_id,
+        ];
         args.extend_from_slice(extra);
         self.cli_ok(&args)
     }
@@ -228,6 +260,9 @@ fn spawn(
         .arg("--admin-socket")
         .arg(admin_socket)
         .args(&options.args)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
     Process::spawn(command, &dir.join("server.log")).context("starting mandate-server")
 }

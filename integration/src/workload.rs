@@ -48,8 +48,9 @@ pub async fn task_status_client(socket: &Path) -> Result<TaskStatusClient<Channe
 /// Wraps `message` in a request carrying the `workload.spiffe.io: true` header.
 pub fn with_header<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(mandate_proto::WORKLOAD_HEADER_KEY, MetadataValue::from_static("true"));
+    request.metadata_mut().insert(
+        mandate_proto::WORKLOAD_HEADER_KEY,
+        MetadataValue::from_static("true"),
+    );
     request
 }
