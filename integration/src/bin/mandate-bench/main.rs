@@ -68,6 +68,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// This very program, for the hidden subcommands it runs as children: `/proc/<our pid>/exe`
+/// still names the running image when a rebuild has replaced the file on disk meanwhile (and,
+/// unlike `/proc/self/exe`, means us when `taskset` resolves it).
+pub(crate) fn own_executable() -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/{}/exe", std::process::id()))
+}
+
 fn run(args: &[String]) -> Result<()> {
     let mut mode = Mode::Full;
     let mut chosen = None;

@@ -75,7 +75,7 @@ pub(crate) fn child_main(args: &[String]) -> Result<()> {
 ///
 /// Fails when the child cannot run or prints no rate.
 pub(crate) fn pinned(cpu: &str, duration: Duration) -> Result<f64> {
-    let exe = std::env::current_exe()?;
+    let exe = crate::own_executable();
     let output = Command::new("taskset")
         .args(["-c", cpu])
         .arg(exe)

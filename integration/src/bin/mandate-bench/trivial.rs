@@ -83,7 +83,7 @@ impl TrivialServer {
         std::fs::write(&token_file, token)?;
         let x509_file = dir.join("x509.pb");
         std::fs::write(&x509_file, x509.encode_to_vec())?;
-        let mut command = Command::new(std::env::current_exe()?);
+        let mut command = Command::new(crate::own_executable());
         command
             .arg("serve-trivial")
             .arg(&socket)
