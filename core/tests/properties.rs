@@ -349,3 +349,64 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         ]
     })
 }
+
+/// A delegation with a workload principal and an approval, for the lenient-decoding findings.
+fn approved_delegation() -> Delegation {
+    Delegation {
+        principal: "spiffe://example.org/a".parse().expect("valid principal"),
+        task: TaskInfo {
+            id: TaskId::new("task-1").expect("valid id"),
+            purpose: "p".into(),
+            deadline: t(1_800_000_000),
+            depth: 0,
+            max_depth: 0,
+        },
+        actions: vec![Action::new("po.read").expect("valid")],
+        value_limit: Some(ValueLimit {
+            amount_minor: 100,
+            currency: "EUR".parse().expect("valid currency"),
+        }),
+        approval: Some(mandate_core::task::Approval {
+            approver: "bob".into(),
+            approved_at: t(1_799_000_000),
+        }),
+        chain: Vec::new(),
+    }
+}
+
+/// Finding F1 (docs/RELIABILITY.md): a workload principal whose trust domain has upper-case
+/// letters decodes, case-normalized, so two encodings yield one delegation.
+#[test]
+#[ignore = "finding F1: the delegation decoder accepts a non-canonical workload principal"]
+fn a_non_canonical_principal_is_refused() {
+    let mut der = approved_delegation().to_der().expect("encodes");
+    let at = der
+        .windows(7)
+        .position(|w| w == b"example")
+        .expect("trust domain");
+    der[at] = b'E';
+    assert!(
+        Delegation::from_der(&der).is_err(),
+        "decoded as {:?}",
+        Delegation::from_der(&der)
+    );
+}
+
+/// Finding F2 (docs/RELIABILITY.md): found by the `delegation_der` fuzz target. The approval
+/// `[1]` retagged as `[0]` (primitive) after a value limit `[0]` is skipped by the decoder
+/// instead of refused, so the delegation decodes without its approval.
+#[test]
+#[ignore = "finding F2: the delegation decoder skips a mis-tagged optional field"]
+fn a_mis_tagged_optional_field_is_refused() {
+    let mut der = approved_delegation().to_der().expect("encodes");
+    let at = der
+        .iter()
+        .position(|&b| b == 0xa1)
+        .expect("the approval's [1] tag");
+    der[at] = 0x80;
+    assert!(
+        Delegation::from_der(&der).is_err(),
+        "decoded as {:?}",
+        Delegation::from_der(&der)
+    );
+}
