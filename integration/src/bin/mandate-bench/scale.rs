@@ -61,8 +61,15 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
     let loaded_memory = Memory::of(server_pid)?;
     fixture.server.stop()?;
     let restart_start = Instant::now();
+    // Beside the harness's CLI polls, ask the admin API directly every 5 ms: the first answer
+    // is the moment the restarted server serves.
+    let answered = rt.spawn(first_health(
+        fixture.server.admin_socket.clone(),
+        restart_start,
+    ));
     fixture.server.restart()?;
-    let restart = restart_start.elapsed();
+    let restart_harness = restart_start.elapsed();
+    let restart = rt.block_on(answered)??;
     let restarted_pid = fixture.server.pid().context("server pid")?;
     let health = rt.block_on(async {
         Admin::connect(&fixture.server.admin_socket)
@@ -72,7 +79,7 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
     })?;
     let restarted_memory = Memory::of(restarted_pid)?;
     let total_entries = health.entries;
-    let met = restart < Duration::from_secs(2)
+    let met = restart_harness < Duration::from_secs(2)
         && loaded_memory.rss_kib.max(restarted_memory.rss_kib) < 1024 * 1024
         && agent_memory.rss_kib < 40 * 1024;
     Ok(json!({
@@ -82,8 +89,9 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
         "server": {
             "entries": total_entries,
             "memory_loaded": loaded_memory.to_json(),
-            "restart_s": round3(restart.as_secs_f64()),
-            "restart_measured": "spawn until `mandate-server healthcheck` passes and `bundle show` answers (harness, 10 ms polls)",
+            "restart_s": round3(restart_harness.as_secs_f64()),
+            "restart_measured": "SIGTERM'd server spawned again until `mandate-server healthcheck` passes and `bundle show` answers (harness, 10 ms polls)",
+            "restart_to_first_admin_answer_s": round3(restart.as_secs_f64()),
             "memory_after_restart": restarted_memory.to_json(),
             "target": "restart < 2 s, RSS < 1 GiB",
         },
@@ -227,6 +235,21 @@ async fn measure_sync(admin: &Admin, node: &Node, resumes: usize) -> Result<Valu
             "measured": "Sync(since_revision = last applied) opened until the changed entry's upsert arrives",
         },
     }))
+}
+
+/// Polls the admin API's `Health` every 5 ms until it answers; returns the time since `start`.
+async fn first_health(socket: std::path::PathBuf, start: Instant) -> Result<Duration> {
+    loop {
+        if let Ok(admin) = Admin::connect(&socket).await
+            && admin.health().await.is_ok()
+        {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("the restarted server did not answer within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn open_sync(node: &Node, since_revision: u64) -> Result<Streaming<SyncMessage>> {
