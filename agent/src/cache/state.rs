@@ -240,11 +240,21 @@ impl State {
         due
     }
 
-    /// Drops SVIDs that expired at `now`; true when any went.
+    /// Drops SVIDs that expired at `now`, or whose task no longer allows them; true when any
+    /// went.
     pub fn drop_expired(&mut self, now: SystemTime) -> bool {
         let mut dropped = false;
+        let tasks = &self.tasks;
         for record in self.entries.values_mut() {
-            if record.svid.as_ref().is_some_and(|s| s.not_after <= now) {
+            let task_ok = match &record.entry.task_id {
+                None => true,
+                Some(id) => tasks.get(id).is_some_and(|t| t.is_open(now)),
+            };
+            if record
+                .svid
+                .as_ref()
+                .is_some_and(|s| s.not_after <= now || !task_ok)
+            {
                 record.svid = None;
                 dropped = true;
             }

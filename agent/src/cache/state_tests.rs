@@ -117,6 +117,13 @@ fn signing_plan_respects_tasks_rotation_and_backoff() {
         deadline: t(100),
     }));
     assert!(!state.task_allows(&state.entries["bound"].entry, t(2)));
+    let generation = state.entries["bound"].generation;
+    state.entries.get_mut("bound").unwrap().svid = Some(svid(generation, t(0), 60));
+    assert!(
+        state.drop_expired(t(2)),
+        "a closed task's SVID goes at once"
+    );
+    assert!(state.entries["bound"].svid.is_none());
     assert!(state.closed_tasks(t(2)).contains("t1"));
 }
 
