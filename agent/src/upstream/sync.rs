@@ -47,12 +47,10 @@ pub async fn run(
                     match tokio::time::timeout(SILENCE_LIMIT, stream.message()).await {
                         Ok(Ok(Some(message))) => {
                             backoff = Duration::from_millis(250);
-                            let heard = if message.server_time_unix_ms > 0 {
-                                message.server_time_unix_ms
-                            } else {
-                                unix_ms(SystemTime::now())
-                            };
-                            last_heard_ms.store(heard, Ordering::SeqCst);
+                            // The agent's own clock, not the server's: verifiers on this
+                            // node compare `as_of` with the same local clock, so a skewed
+                            // server clock must not make them fail closed (DESIGN 3.4).
+                            last_heard_ms.store(unix_ms(SystemTime::now()), Ordering::SeqCst);
                             let revision = message.revision;
                             for event in convert::sync_message(message) {
                                 if cache
