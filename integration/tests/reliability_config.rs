@@ -68,7 +68,7 @@ proptest! {
         port in 1_u16..,
         td in "[a-z0-9]{1,10}(\\.[a-z0-9-]{1,10}){0,2}",
     ) {
-        let d = |s: u64| if s % 60 == 0 { format!("{}m", s / 60) } else { format!("{s}s") };
+        let d = |s: u64| if s.is_multiple_of(60) { format!("{}m", s / 60) } else { format!("{s}s") };
         let text = format!(
             "trust_domain = \"{td}\"\nbind_address = \"127.0.0.1:{port}\"\nca_ttl = \"{}\"\n\
              default_x509_svid_ttl = \"{}\"\ndefault_jwt_svid_ttl = \"{}\"\nagent_svid_ttl = \"{}\"\n",
