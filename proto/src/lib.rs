@@ -2,7 +2,13 @@
 //!
 //! These types stay at the API edge: the server and the agent convert them to
 //! `mandate-core` types before anything else sees them.
-#![allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all, clippy::pedantic)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    unused_qualifications,
+    clippy::all,
+    clippy::pedantic
+)]
 
 /// The SPIFFE Workload API (no protobuf package; paths are `/SpiffeWorkloadAPI/<Rpc>`).
 pub mod workload {
@@ -41,14 +47,14 @@ pub mod mandate {
     }
 }
 
+/// `mandate.admin.v1`: the server's admin API on its unix socket.
+pub use mandate::admin::v1 as admin;
+/// `mandate.agent.v1`: the server's API for node agents.
+pub use mandate::agent::v1 as agent;
 /// `mandate.delegation.v1`: the task-status feed served on the agent socket.
 pub use mandate::delegation::v1 as delegation;
 /// `mandate.types.v1`: entries, tasks and bundles as they travel on the wire.
 pub use mandate::types::v1 as types;
-/// `mandate.agent.v1`: the server's API for node agents.
-pub use mandate::agent::v1 as agent;
-/// `mandate.admin.v1`: the server's admin API on its unix socket.
-pub use mandate::admin::v1 as admin;
 
 /// The metadata key every Workload API request must carry, with value `true`.
 pub const WORKLOAD_HEADER_KEY: &str = "workload.spiffe.io";
