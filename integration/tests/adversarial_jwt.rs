@@ -178,7 +178,6 @@ async fn forged_and_tampered_jwt_svids_are_refused() -> Result<()> {
 /// verifier, so a closed task's token must be refused there too, on a connection opened before
 /// the close and on a new one.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "defect D1 in docs/RELIABILITY.md: the agent's ValidateJWTSVID ignores the closed-task set"]
 async fn a_closed_tasks_jwt_svid_is_refused_on_open_and_new_connections() -> Result<()> {
     let (server, agent) = server_and_agent("jwt-replay")?;
     let task = server.cli_ok(&[

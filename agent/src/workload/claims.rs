@@ -18,20 +18,31 @@ pub enum ClaimsError {
     /// The token failed validation.
     #[error("invalid JWT-SVID: {0}")]
     Token(JwtError),
+    /// The token's delegation names a task that is closed or expired (DESIGN 3.4).
+    #[error("invalid JWT-SVID: task {0} is closed")]
+    TaskClosed(String),
 }
 
 /// Validates `token` for `audience` at `now`; returns its SPIFFE ID and claims.
 ///
 /// # Errors
-/// When the JWKS is unusable or the token fails any check of `mandate_core::jwt::verify`.
+/// When the JWKS is unusable, the token fails any check of `mandate_core::jwt::verify`, or
+/// its delegation names a task in `closed_tasks`.
 pub fn validate(
     token: &str,
     jwks: &[u8],
     audience: &str,
+    closed_tasks: &[String],
     now: SystemTime,
 ) -> Result<(String, Struct), ClaimsError> {
     let jwks = Jwks::from_json_bytes(jwks).map_err(ClaimsError::Bundle)?;
     let claims = verify(token, &jwks, audience, now).map_err(ClaimsError::Token)?;
+    if let Some(delegation) = &claims.delegation {
+        let task = delegation.task.id.as_str();
+        if closed_tasks.iter().any(|closed| closed == task) {
+            return Err(ClaimsError::TaskClosed(task.to_string()));
+        }
+    }
     let mut json = serde_json::Map::new();
     json.insert("sub".into(), claims.sub.to_string().into());
     json.insert("aud".into(), claims.aud.clone().into());
@@ -90,7 +101,7 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(validate("x.y.z", b"{\"keys\":[]}", "aud", SystemTime::now()).is_err());
-        assert!(validate("x.y.z", b"not json", "aud", SystemTime::now()).is_err());
+        assert!(validate("x.y.z", b"{\"keys\":[]}", "aud", &[], SystemTime::now()).is_err());
+        assert!(validate("x.y.z", b"not json", "aud", &[], SystemTime::now()).is_err());
     }
 }

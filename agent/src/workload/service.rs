@@ -194,9 +194,14 @@ impl SpiffeWorkloadApi for WorkloadService {
             .as_ref()
             .map(|b| b.jwks.as_slice())
             .unwrap_or_default();
-        let (spiffe_id, claims) =
-            validate(&request.svid, jwks, &request.audience, SystemTime::now())
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (spiffe_id, claims) = validate(
+            &request.svid,
+            jwks,
+            &request.audience,
+            &snapshot.closed_tasks,
+            SystemTime::now(),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id,
             claims: Some(claims),
