@@ -377,7 +377,6 @@ fn approved_delegation() -> Delegation {
 /// Finding F1 (docs/RELIABILITY.md): a workload principal whose trust domain has upper-case
 /// letters decodes, case-normalized, so two encodings yield one delegation.
 #[test]
-#[ignore = "finding F1: the delegation decoder accepts a non-canonical workload principal"]
 fn a_non_canonical_principal_is_refused() {
     let mut der = approved_delegation().to_der().expect("encodes");
     let at = der
@@ -396,7 +395,6 @@ fn a_non_canonical_principal_is_refused() {
 /// `[1]` retagged as `[0]` (primitive) after a value limit `[0]` is skipped by the decoder
 /// instead of refused, so the delegation decodes without its approval.
 #[test]
-#[ignore = "finding F2: the delegation decoder skips a mis-tagged optional field"]
 fn a_mis_tagged_optional_field_is_refused() {
     let mut der = approved_delegation().to_der().expect("encodes");
     let at = der

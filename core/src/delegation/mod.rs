@@ -40,6 +40,9 @@ pub enum DelegationError {
     /// The DER is malformed, truncated or has trailing bytes.
     #[error("malformed delegation DER: {0}")]
     Der(String),
+    /// The DER is not the one canonical encoding of the value it decodes to.
+    #[error("delegation DER is not canonical")]
+    NonCanonical,
     /// The input is larger than [`MAX_DER_LEN`].
     #[error("delegation is larger than {MAX_DER_LEN} bytes")]
     TooLarge,
@@ -183,6 +186,11 @@ impl Delegation {
         }
         let delegation = asn1::decode(bytes)?;
         delegation.check()?;
+        // DER has one encoding per value: anything the decoder tolerated (a skipped,
+        // mis-tagged optional field; a trust domain in upper case) re-encodes differently.
+        if delegation.to_der()? != bytes {
+            return Err(DelegationError::NonCanonical);
+        }
         Ok(delegation)
     }
 
