@@ -32,17 +32,7 @@ pub async fn create_entry(
             {
                 return Err(RegistryError::NotFound(format!("task {task} not found")));
             }
-            let mut selectors = entry.selectors.clone();
-            selectors.sort();
-            let duplicate = state
-                .index
-                .entries_of_parent(&entry.parent_id.to_string())
-                .any(|other| {
-                    let mut theirs = other.entry.selectors.clone();
-                    theirs.sort();
-                    other.entry.spiffe_id == entry.spiffe_id && theirs == selectors
-                });
-            if duplicate {
+            if state.index.has_identity(&entry) {
                 return Err(RegistryError::AlreadyExists(format!(
                     "an entry for {} with parent {} and these selectors already exists",
                     entry.spiffe_id, entry.parent_id
@@ -160,6 +150,18 @@ mod tests {
         assert_eq!(e.revision, 1);
         let dup = create_entry(&reg, spec(None), &td, d, "t".into(), now).await;
         assert!(matches!(dup, Err(RegistryError::AlreadyExists(_))));
+        let mut two = spec(None);
+        two.selectors = vec!["unix:gid:7".into(), "unix:uid:1001".into()];
+        let two = create_entry(&reg, two, &td, d, "t".into(), now)
+            .await
+            .unwrap();
+        let mut reordered = spec(None);
+        reordered.selectors = vec!["unix:uid:1001".into(), "unix:gid:7".into()];
+        let reordered = create_entry(&reg, reordered, &td, d, "t".into(), now).await;
+        assert!(matches!(reordered, Err(RegistryError::AlreadyExists(_))));
+        delete_entry(&reg, two.entry.id.as_str(), "t".into(), now)
+            .await
+            .unwrap();
         let unknown = create_entry(&reg, spec(Some("nope")), &td, d, "t".into(), now).await;
         assert!(matches!(unknown, Err(RegistryError::NotFound(_))));
         let mut bad = spec(None);
@@ -172,6 +174,10 @@ mod tests {
         assert_eq!(reg.read().index.entry_count(), 0);
         let again = delete_entry(&reg, e.entry.id.as_str(), "t".into(), now).await;
         assert!(matches!(again, Err(RegistryError::NotFound(_))));
-        assert_eq!(reg.read().audit_head().0, 2);
+        assert_eq!(reg.read().audit_head().0, 4);
+        // A deleted registration frees its identity for a new entry.
+        create_entry(&reg, spec(None), &td, d, "t".into(), now)
+            .await
+            .unwrap();
     }
 }

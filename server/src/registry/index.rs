@@ -1,10 +1,12 @@
 //! In-memory indexes over the stored state, so each change costs O(change): entries by ID, by
 //! parent agent and by task; tasks; agents. Built once at start, then updated op by op.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use mandate_core::entry::Entry;
 use mandate_core::ids::{EntryId, TaskId};
+use mandate_core::selector::Selector;
 
 use crate::store::{AgentRecord, LoadedState, StoredEntry, StoredTask, WriteOp};
 
@@ -14,8 +16,24 @@ pub struct Index {
     entries: BTreeMap<EntryId, Arc<StoredEntry>>,
     by_parent: HashMap<String, BTreeSet<EntryId>>,
     by_task: HashMap<TaskId, BTreeSet<EntryId>>,
+    /// (parent, SPIFFE ID, sorted selectors) of every entry: the duplicate check is O(1).
+    identities: HashSet<IdentityKey>,
     tasks: BTreeMap<TaskId, Arc<StoredTask>>,
     agents: BTreeMap<String, AgentRecord>,
+}
+
+/// What makes two entries the same registration: parent, SPIFFE ID and selector set.
+type IdentityKey = (String, String, Vec<Selector>);
+
+fn identity_key(entry: &Entry) -> IdentityKey {
+    let mut selectors = entry.selectors.clone();
+    selectors.sort();
+    selectors.dedup();
+    (
+        entry.parent_id.to_string(),
+        entry.spiffe_id.to_string(),
+        selectors,
+    )
 }
 
 impl Index {
@@ -62,6 +80,7 @@ impl Index {
                 .or_default()
                 .insert(id.clone());
         }
+        self.identities.insert(identity_key(&e.entry));
         self.entries.insert(id, Arc::new(e));
     }
 
@@ -69,6 +88,7 @@ impl Index {
         let Some(old) = self.entries.remove(id) else {
             return;
         };
+        self.identities.remove(&identity_key(&old.entry));
         let parent = old.entry.parent_id.to_string();
         if let Some(set) = self.by_parent.get_mut(&parent) {
             set.remove(id);
@@ -99,6 +119,11 @@ impl Index {
     /// How many entries exist.
     pub fn entry_count(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Whether an entry with the same parent, SPIFFE ID and selector set as `entry` exists.
+    pub fn has_identity(&self, entry: &Entry) -> bool {
+        self.identities.contains(&identity_key(entry))
     }
 
     /// The entries whose parent is `parent`.
