@@ -159,8 +159,16 @@ fn push(selectors: &mut Vec<Selector>, kind: SelectorKind, value: &str) {
     }
 }
 
+/// Reads a small `/proc` text file. `/proc` files report size 0, so `read_to_string` would
+/// grow its buffer through several small reads (one syscall each, on the hot path of every
+/// Workload API call); a 4 KiB buffer takes `stat` and `status` in one read plus the 0-byte one.
 fn read(path: &Path, pid: i32) -> Result<String, AttestError> {
-    std::fs::read_to_string(path).map_err(|source| AttestError::Proc { pid, source })
+    use std::io::Read;
+    let proc_error = |source| AttestError::Proc { pid, source };
+    let mut file = std::fs::File::open(path).map_err(proc_error)?;
+    let mut text = String::with_capacity(4096);
+    file.read_to_string(&mut text).map_err(proc_error)?;
+    Ok(text)
 }
 
 /// Field 22 (starttime) of `/proc/<pid>/stat`; the command name may hold spaces and parens,
