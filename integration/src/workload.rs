@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
 use mandate_proto::delegation::task_status_client::TaskStatusClient;
+use mandate_proto::workload::JwtBundlesRequest;
 use mandate_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tokio::net::UnixStream;
 use tonic::metadata::MetadataValue;
@@ -53,4 +54,25 @@ pub fn with_header<T>(message: T) -> tonic::Request<T> {
         MetadataValue::from_static("true"),
     );
     request
+}
+
+/// The JWKS of the harness trust domain from the first message of a `FetchJWTBundles` stream.
+///
+/// # Errors
+///
+/// When the call fails, the stream ends first, or the bundle is missing or not JSON.
+pub async fn jwt_bundle(
+    client: &mut SpiffeWorkloadApiClient<Channel>,
+) -> Result<serde_json::Value> {
+    let mut stream = client
+        .fetch_jwt_bundles(with_header(JwtBundlesRequest {}))
+        .await?
+        .into_inner();
+    let message = stream.message().await?.context("a JWT bundle message")?;
+    let key = format!("spiffe://{}", crate::TRUST_DOMAIN);
+    let bytes = message
+        .bundles
+        .get(&key)
+        .with_context(|| format!("JWT bundle for {key}"))?;
+    Ok(serde_json::from_slice(bytes)?)
 }

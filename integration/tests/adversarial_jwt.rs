@@ -12,7 +12,7 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mandate_integration::workload;
-use mandate_proto::workload::{JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest};
+use mandate_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -40,16 +40,7 @@ async fn fetch_jwt(client: &mut Client, audience: &str) -> Result<String> {
 }
 
 async fn jwks(client: &mut Client) -> Result<Value> {
-    let mut stream = client
-        .fetch_jwt_bundles(with_header(JwtBundlesRequest {}))
-        .await?
-        .into_inner();
-    let message = stream.message().await?.context("a JWT bundle message")?;
-    let bytes = message
-        .bundles
-        .get("spiffe://example.org")
-        .context("bundle for example.org")?;
-    Ok(serde_json::from_slice(bytes)?)
+    workload::jwt_bundle(client).await
 }
 
 async fn validate(client: &mut Client, audience: &str, token: &str) -> Result<(), tonic::Status> {

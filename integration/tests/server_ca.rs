@@ -16,9 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mandate_core::x509::{parse_pem_certs, split_der_certs, validate_ca};
 use mandate_integration::{Agent, Server, ServerOptions, workload};
-use mandate_proto::workload::{
-    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509svidResponse,
-};
+use mandate_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509svidResponse};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::Value;
 use x509_parser::certificate::X509Certificate;
@@ -120,17 +118,7 @@ fn kids(jwks: &Value) -> Vec<String> {
 
 /// The JWT bundle of example.org from a fresh FetchJWTBundles call.
 async fn jwks(socket: &Path) -> Result<Value> {
-    let mut client = workload::client(socket).await?;
-    let mut stream = client
-        .fetch_jwt_bundles(with_header(JwtBundlesRequest {}))
-        .await?
-        .into_inner();
-    let message = stream.message().await?.context("a JWT bundle message")?;
-    let bytes = message
-        .bundles
-        .get("spiffe://example.org")
-        .context("example.org")?;
-    Ok(serde_json::from_slice(bytes)?)
+    workload::jwt_bundle(&mut workload::client(socket).await?).await
 }
 
 /// Polls the JWKS until `accept` likes its kids.
