@@ -155,6 +155,96 @@ async fn an_unregistered_uid_gets_no_identity() -> Result<()> {
     Ok(())
 }
 
+/// `/proc` selectors, read only when an entry needs them: the caller's executable by path and
+/// digest, and (as root) a supplementary group of a caller running as another uid.
+#[tokio::test(flavor = "multi_thread")]
+async fn proc_selectors_match_the_callers_executable_and_groups() -> Result<()> {
+    let (server, agent) = server_and_agent("proc-selectors")?;
+    let cli = std::fs::canonicalize(mandate_integration::bin("mandate-agent"))?;
+    // Another uid and its supplementary groups through python3, since this crate has no
+    // unsafe code to call setgroups between fork and exec.
+    let fetch = |uid: u32, groups: &[u32]| {
+        let mut command = if uid == my_uid() {
+            std::process::Command::new(&cli)
+        } else {
+            let mut python = std::process::Command::new("python3");
+            python.arg("-c").arg(format!(
+                "import os, sys; os.setgroups({groups:?}); os.setgid({uid}); os.setuid({uid}); \
+                 os.execv(sys.argv[1], sys.argv[1:])"
+            ));
+            python.arg(&cli);
+            python
+        };
+        command
+            .args(["api", "fetch", "x509", "--socket-path"])
+            .arg(&agent.socket_path)
+            .output()
+    };
+    // Polls until the caller `uid` with `groups` is issued `path`'s SPIFFE ID; its stdout.
+    let fetch_until = |uid: u32, groups: &'static [u32], path: &'static str| {
+        let fetch = &fetch;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let output = fetch(uid, groups)?;
+                let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+                if stdout.contains(&id(path)) || std::time::Instant::now() > deadline {
+                    return anyhow::Ok(stdout);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // First alone (so no other entry makes the agent read /proc anyway): a gid selector
+    // matches a supplementary group, which only /proc/<pid>/status tells.
+    if my_uid() == 0 {
+        let selectors = [
+            "--selector",
+            "unix:uid:65534",
+            "--selector",
+            "unix:gid:4242",
+        ];
+        server.create_entry(&id("workload/supplementary"), &agent.spiffe_id, &selectors)?;
+        let stdout = fetch_until(65534, &[4242], "workload/supplementary").await?;
+        assert!(stdout.contains(&id("workload/supplementary")), "{stdout}");
+        let output = fetch(65534, &[4243])?;
+        assert!(
+            !output.status.success(),
+            "without group 4242 there is no identity"
+        );
+    } else {
+        println!("supplementary groups skipped: needs root to run a caller as another uid");
+    }
+
+    // The executable, by path and by digest; a wrong digest matches nothing.
+    let digest = std::process::Command::new("sha256sum").arg(&cli).output()?;
+    let digest = String::from_utf8(digest.stdout)?;
+    let digest = digest
+        .split_whitespace()
+        .next()
+        .expect("sha256sum prints a digest");
+    let path = format!("unix:path:{}", cli.display());
+    let sha = format!("unix:sha256:{digest}");
+    entry_for_me(
+        &server,
+        &agent,
+        "workload/exe",
+        &["--selector", &path, "--selector", &sha],
+    )?;
+    let zeros = format!("unix:sha256:{}", "0".repeat(64));
+    entry_for_me(
+        &server,
+        &agent,
+        "workload/other-exe",
+        &["--selector", &zeros],
+    )?;
+    let mine = fetch_until(my_uid(), &[], "workload/exe").await?;
+    assert!(mine.contains(&id("workload/exe")), "{mine}");
+    assert!(!mine.contains(&id("workload/other-exe")), "{mine}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_fetch_writes_files_like_spire_agent() -> Result<()> {
     let (server, agent) = server_and_agent("cli")?;

@@ -36,6 +36,8 @@ pub struct Identity {
 /// Which selector kinds some entry uses, so attestation gathers only those.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct NeededKinds {
+    /// Some entry uses `unix:gid`, which may name a supplementary group (read from `/proc`).
+    pub gid: bool,
     /// Some entry uses `unix:user`.
     pub user: bool,
     /// Some entry uses `unix:group`.
@@ -92,6 +94,7 @@ impl Snapshot {
         for (i, identity) in identities.iter().enumerate() {
             for selector in &identity.selectors {
                 match selector.kind() {
+                    SelectorKind::Gid => needed.gid = true,
                     SelectorKind::User => needed.user = true,
                     SelectorKind::Group => needed.group = true,
                     SelectorKind::Path => needed.path = true,

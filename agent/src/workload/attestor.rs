@@ -1,5 +1,6 @@
 //! Unix workload attestation: the caller's selectors from its socket peer credentials and
 //! `/proc` (DESIGN 3.6). A pid that exited or was reused while we looked yields no identity.
+//! `/proc` is read only for the selector kinds that need it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,11 @@ impl UnixAttestor {
 
     /// The selectors of a caller, gathering only the kinds `needed` asks for beyond uid/gid.
     ///
+    /// The uid and the primary gid come from the socket's peer credentials, which the kernel
+    /// fixed at `connect` and no later exec or pid reuse can change; `/proc` is read only when
+    /// an entry needs what only `/proc` has (supplementary groups, the executable), so a
+    /// deployment whose entries select by `unix:uid` and `unix:user` attests without a syscall.
+    ///
     /// # Errors
     /// When `/proc` cannot be read, or the process changed under us (exited, pid reused, or
     /// its uid differs from the peer credentials).
@@ -79,25 +85,19 @@ impl UnixAttestor {
         cred: PeerCred,
         needed: NeededKinds,
     ) -> Result<Vec<Selector>, AttestError> {
-        let pid = cred.pid;
-        let dir = self.proc_root.join(pid.to_string());
-        let start_before = start_time(&dir, pid)?;
-        let status = read(&dir.join("status"), pid)?;
-        let (uid, groups) = parse_status(&status).ok_or(AttestError::Format(pid))?;
-        if uid != cred.uid {
-            return Err(AttestError::Raced(pid));
-        }
         let mut selectors = Vec::with_capacity(8);
         push(&mut selectors, SelectorKind::Uid, &cred.uid.to_string());
-        let mut gids = vec![cred.gid];
-        gids.extend(groups.into_iter().filter(|g| *g != cred.gid));
-        for gid in &gids {
-            push(&mut selectors, SelectorKind::Gid, &gid.to_string());
-        }
         if needed.user
             && let Some(name) = self.names.user(cred.uid)
         {
             push(&mut selectors, SelectorKind::User, &name);
+        }
+        let mut gids = vec![cred.gid];
+        if needed.gid || needed.group || needed.path || needed.sha256 {
+            self.from_proc(cred, needed, &mut gids, &mut selectors)?;
+        }
+        for gid in &gids {
+            push(&mut selectors, SelectorKind::Gid, &gid.to_string());
         }
         if needed.group {
             for gid in &gids {
@@ -106,24 +106,46 @@ impl UnixAttestor {
                 }
             }
         }
+        selectors.sort();
+        selectors.dedup();
+        Ok(selectors)
+    }
+
+    /// The supplementary groups (into `gids`) and the executable's selectors, read from
+    /// `/proc/<pid>` between two reads of the process start time: a pid that exited or was
+    /// reused while we looked, or whose uid is not the socket's, yields an error.
+    fn from_proc(
+        &self,
+        cred: PeerCred,
+        needed: NeededKinds,
+        gids: &mut Vec<u32>,
+        selectors: &mut Vec<Selector>,
+    ) -> Result<(), AttestError> {
+        let pid = cred.pid;
+        let dir = self.proc_root.join(pid.to_string());
+        let start_before = start_time(&dir, pid)?;
+        let status = read(&dir.join("status"), pid)?;
+        let (uid, groups) = parse_status(&status).ok_or(AttestError::Format(pid))?;
+        if uid != cred.uid {
+            return Err(AttestError::Raced(pid));
+        }
+        gids.extend(groups.into_iter().filter(|g| *g != cred.gid));
         if needed.path || needed.sha256 {
             let exe = dir.join("exe");
             let path =
                 std::fs::read_link(&exe).map_err(|source| AttestError::Proc { pid, source })?;
             if needed.path {
-                push(&mut selectors, SelectorKind::Path, &path.to_string_lossy());
+                push(selectors, SelectorKind::Path, &path.to_string_lossy());
             }
             if needed.sha256 {
                 let digest = self.digest(&exe, pid)?;
-                push(&mut selectors, SelectorKind::Sha256, &digest);
+                push(selectors, SelectorKind::Sha256, &digest);
             }
         }
         if start_time(&dir, pid)? != start_before {
             return Err(AttestError::Raced(pid));
         }
-        selectors.sort();
-        selectors.dedup();
-        Ok(selectors)
+        Ok(())
     }
 
     /// SHA-256 of the executable, cached by device, inode and mtime.
@@ -232,6 +254,7 @@ mod tests {
             gid: 0,
         };
         let needed = NeededKinds {
+            gid: true,
             user: true,
             group: true,
             path: true,
@@ -256,6 +279,28 @@ mod tests {
         assert!(matches!(
             attestor.attest(wrong, needed),
             Err(AttestError::Raced(_))
+        ));
+    }
+
+    #[test]
+    fn uid_only_entries_need_no_proc() {
+        // A proc root that does not exist: any read of it would fail the attestation.
+        let attestor = UnixAttestor::new(PathBuf::from("/nonexistent-proc"), NameTables::system());
+        let cred = PeerCred {
+            pid: 1,
+            uid: 4242,
+            gid: 77,
+        };
+        let selectors = attestor.attest(cred, NeededKinds::default()).unwrap();
+        let text: Vec<String> = selectors.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["unix:uid:4242", "unix:gid:77"]);
+        let needs_groups = NeededKinds {
+            gid: true,
+            ..NeededKinds::default()
+        };
+        assert!(matches!(
+            attestor.attest(cred, needs_groups),
+            Err(AttestError::Proc { pid: 1, .. })
         ));
     }
 }

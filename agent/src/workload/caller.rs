@@ -86,7 +86,8 @@ impl Caller {
     /// selector kinds that were not gathered yet.
     pub fn identities(&mut self, snapshot: &Snapshot) -> Vec<Arc<Identity>> {
         let needed = snapshot.needed;
-        let more = (needed.user && !self.gathered.user)
+        let more = (needed.gid && !self.gathered.gid)
+            || (needed.user && !self.gathered.user)
             || (needed.group && !self.gathered.group)
             || (needed.path && !self.gathered.path)
             || (needed.sha256 && !self.gathered.sha256);
