@@ -94,7 +94,7 @@ impl UnixAttestor {
         }
         let mut gids = vec![cred.gid];
         if needed.gid || needed.group || needed.path || needed.sha256 {
-            self.from_proc(cred, needed, &mut gids, &mut selectors)?;
+            self.read_proc(cred, needed, &mut gids, &mut selectors)?;
         }
         for gid in &gids {
             push(&mut selectors, SelectorKind::Gid, &gid.to_string());
@@ -114,7 +114,7 @@ impl UnixAttestor {
     /// The supplementary groups (into `gids`) and the executable's selectors, read from
     /// `/proc/<pid>` between two reads of the process start time: a pid that exited or was
     /// reused while we looked, or whose uid is not the socket's, yields an error.
-    fn from_proc(
+    fn read_proc(
         &self,
         cred: PeerCred,
         needed: NeededKinds,
