@@ -174,7 +174,7 @@ fn write_x509(dir: &Path, message: &X509svidResponse) -> Result<(), ClientError>
             pem::encode("CERTIFICATE", &chain).as_bytes(),
             0o644,
         )?;
-        let key = pem::encode("PRIVATE KEY", std::slice::from_ref(&svid.x509_svid_key));
+        let key = pem::encode("PRIVATE KEY", &[svid.x509_svid_key.to_vec()]);
         write_file(&dir.join(format!("svid.{i}.key")), key.as_bytes(), 0o600)?;
         let bundle = split(&svid.bundle)?;
         write_file(

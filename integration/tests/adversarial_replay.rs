@@ -41,7 +41,7 @@ async fn save_svid(agent: &mandate_integration::Agent) -> Result<Saved> {
         .context("the AI agent's SVID")?;
     Ok(Saved {
         chain: split_der_certs(&svid.x509_svid)?,
-        key: svid.x509_svid_key.clone(),
+        key: svid.x509_svid_key.to_vec(),
         bundle: split_der_certs(&svid.bundle)?,
     })
 }

@@ -230,7 +230,7 @@ impl Manager {
             .state
             .bundle
             .as_ref()
-            .map(|b| b.authorities.concat())
+            .map(|b| prost::bytes::Bytes::from(b.authorities.concat()))
             .unwrap_or_default();
         let mut identities = Vec::new();
         let mut live = HashMap::new();
@@ -258,8 +258,8 @@ impl Manager {
                         task_id: entry.task_id.clone(),
                         x509: X509svid {
                             spiffe_id: entry.spiffe_id.clone(),
-                            x509_svid: svid.chain.concat(),
-                            x509_svid_key: svid.key_pkcs8.clone(),
+                            x509_svid: svid.chain.concat().into(),
+                            x509_svid_key: svid.key_pkcs8.clone().into(),
                             bundle: authorities.clone(),
                             hint: entry.hint.clone(),
                         },

@@ -58,7 +58,7 @@ pub struct BundlePayloads {
     /// `FetchJWTBundles` answer.
     pub jwt: JwtBundlesResponse,
     /// The CRLs for `X509SVIDResponse.crl`.
-    pub crls: Vec<Vec<u8>>,
+    pub crls: Vec<prost::bytes::Bytes>,
     /// Unique per bundle content.
     pub version: u64,
 }
@@ -150,16 +150,17 @@ pub fn bundle_payloads(data: Option<BundleData>, version: u64) -> BundlePayloads
             ..BundlePayloads::default()
         };
     };
-    let concat = data.authorities.concat();
+    let concat = data.authorities.concat().into();
+    let crls: Vec<prost::bytes::Bytes> = data.crls.iter().map(|c| c.clone().into()).collect();
     let x509 = X509BundlesResponse {
-        crl: data.crls.clone(),
+        crl: crls.clone(),
         bundles: HashMap::from([(data.trust_domain_id.clone(), concat)]),
     };
     let jwt = JwtBundlesResponse {
         bundles: HashMap::from([(data.trust_domain_id.clone(), data.jwks.clone())]),
     };
     BundlePayloads {
-        crls: data.crls.clone(),
+        crls,
         data: Some(data),
         x509,
         jwt,
