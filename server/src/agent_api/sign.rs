@@ -33,6 +33,8 @@ pub(super) async fn authorize(
     entry_ids: &[&str],
     now: SystemTime,
 ) -> Result<Vec<Authorized>, RegistryError> {
+    // Parsed once, so each entry's parent compares without rendering it as a string.
+    let agent_id = mandate_core::SpiffeId::new(agent).ok();
     let denied = {
         let state = ctx.registry.read();
         let mut found = Vec::with_capacity(entry_ids.len());
@@ -42,7 +44,7 @@ pub(super) async fn authorize(
                 .ok()
                 .and_then(|id| state.index.entry(&id).cloned());
             match entry {
-                Some(e) if e.entry.parent_id.to_string() == agent => {
+                Some(e) if agent_id.as_ref() == Some(&e.entry.parent_id) => {
                     let task = e
                         .entry
                         .task_id

@@ -88,20 +88,23 @@ impl AuditChain {
     }
 }
 
-/// The hex SHA-256 of a record's content and its `prev_hash`.
+/// The hex SHA-256 of a record's content and its `prev_hash`: the compact JSON array of the
+/// fields, serialized straight from the record (no intermediate `serde_json::Value`).
 pub(crate) fn record_hash(r: &AuditRecord) -> String {
-    let content = serde_json::json!([
+    let content = (
         r.seq,
         r.time,
-        r.kind,
-        r.actor,
-        r.task_id,
-        r.spiffe_id,
-        r.serial,
-        r.detail,
-        r.prev_hash
-    ]);
-    hex::encode(Sha256::digest(content.to_string().as_bytes()))
+        &r.kind,
+        &r.actor,
+        &r.task_id,
+        &r.spiffe_id,
+        &r.serial,
+        &r.detail,
+        &r.prev_hash,
+    );
+    // Serializing plain integers, strings and options into a Vec cannot fail.
+    let bytes = serde_json::to_vec(&content).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
 }
 
 /// Checks every link of `records` (in seq order) and that the chain reaches `head_seq`.
@@ -183,5 +186,29 @@ mod tests {
                 expected: 5
             })
         ));
+    }
+
+    #[test]
+    fn hash_input_is_the_compact_json_array_of_the_fields() {
+        // Records already on disk were hashed over this exact text; it must not change.
+        let mut record = chain(2).pop().expect("two records");
+        record.task_id = Some("t-1".into());
+        record.detail = "quote \" and unicode \u{e9} and \n".into();
+        let expected = serde_json::json!([
+            record.seq,
+            record.time,
+            record.kind,
+            record.actor,
+            record.task_id,
+            record.spiffe_id,
+            record.serial,
+            record.detail,
+            record.prev_hash
+        ])
+        .to_string();
+        assert_eq!(
+            record_hash(&record),
+            hex::encode(Sha256::digest(expected.as_bytes()))
+        );
     }
 }
