@@ -19,18 +19,28 @@ pub fn sync_sled_dir(db: &sled::Db, dir: &Path) -> io::Result<()> {
         let name = name.to_string_lossy();
         let file_type = item.file_type()?;
         if file_type.is_file() && (name == "db" || name == "conf" || name.starts_with("snap.")) {
-            File::open(item.path())?.sync_all()?;
+            sync_file(&item.path())?;
         } else if file_type.is_dir() && name == "blobs" {
             for blob in std::fs::read_dir(item.path())? {
                 let blob = blob?;
                 if blob.file_type()?.is_file() {
-                    File::open(blob.path())?.sync_all()?;
+                    sync_file(&blob.path())?;
                 }
             }
             File::open(item.path())?.sync_all()?;
         }
     }
     File::open(dir)?.sync_all()
+}
+
+/// fsyncs one file. sled's background threads replace snapshots and drop blobs while we
+/// list them; a file gone since the listing holds nothing left to make durable.
+fn sync_file(path: &Path) -> io::Result<()> {
+    match File::open(path) {
+        Ok(file) => file.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -46,5 +56,16 @@ mod tests {
         drop(db);
         let db = sled::open(dir.path()).unwrap();
         assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_file_gone_since_the_listing_is_skipped_but_other_errors_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(sync_file(&dir.path().join("snap.gone")).is_ok());
+        let file = dir.path().join("db");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(sync_file(&file).is_ok());
+        // A path through a regular file: ENOTDIR, which must surface.
+        assert!(sync_file(&file.join("below")).is_err());
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Key layout (tests and tools that open the db offline rely on it):
 //! `e:<entry id>`, `t:<task id>`, `a:<agent id>`, `k:<token sha256 hex>`, `l:<seq u64 BE>`
-//! (audit, JSON), `c:<revision u64 BE>` (change log), `s:<task id>\0<serial>`, and `m:<name>`
-//! for the schema version, revision, audit head and CA journal. Values are JSON.
+//! (audit: one record, or a JSON array of the consecutive records one batch appended, keyed
+//! by the first one's seq), `c:<revision u64 BE>` (change log), `s:<task id>\0<serial>`, and
+//! `m:<name>` for the schema version, revision, audit head and CA journal. Values are JSON.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,9 @@ use super::{
 pub const SCHEMA_VERSION: u32 = 1;
 /// How many revisions of change log are kept for resuming agents.
 const CHANGE_LOG_KEEP: u64 = 100_000;
+
+/// Most audit records in one stored value (each is about 400 bytes of JSON).
+const AUDIT_PER_VALUE: usize = 32;
 
 const META_SCHEMA: &[u8] = b"m:schema";
 const META_REVISION: &[u8] = b"m:revision";
@@ -76,6 +80,14 @@ impl SledStore {
     }
 }
 
+/// What one `l:` key holds.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum AuditValue {
+    One(AuditRecord),
+    Batch(Vec<AuditRecord>),
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))
 }
@@ -118,6 +130,29 @@ impl Store for SledStore {
 
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
+        // A batch's audit records (one per SVID when an agent signs a batch of CSRs) go in
+        // values of up to AUDIT_PER_VALUE records, and the head and revision once: a few tree
+        // inserts instead of hundreds. Values stay far below sled's blob threshold (a quarter
+        // of a 512 KiB segment), so no record ever lands in a separate blob file.
+        let audit: Vec<&AuditRecord> = batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::AppendAudit(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        for chunk in audit.chunks(AUDIT_PER_VALUE) {
+            match chunk {
+                [one] => b.insert(seq_key(b"l:", one.seq), encode(one)?),
+                [first, ..] => b.insert(seq_key(b"l:", first.seq), encode(&chunk)?),
+                [] => {}
+            }
+        }
+        if let Some(last) = audit.last() {
+            b.insert(META_AUDIT_HEAD, encode(&(last.seq, &last.hash))?);
+        }
+        let mut revision = None;
         for op in &batch.ops {
             match op {
                 WriteOp::PutEntry(e) => b.insert(key("e:", e.entry.id.as_str()), encode(e)?),
@@ -125,13 +160,10 @@ impl Store for SledStore {
                 WriteOp::PutTask(t) => b.insert(key("t:", t.task.id.as_str()), encode(t)?),
                 WriteOp::PutAgent(a) => b.insert(key("a:", &a.spiffe_id), encode(a)?),
                 WriteOp::PutToken(hash, t) => b.insert(key("k:", hash), encode(t)?),
-                WriteOp::AppendAudit(r) => {
-                    b.insert(seq_key(b"l:", r.seq), encode(r)?);
-                    b.insert(META_AUDIT_HEAD, encode(&(r.seq, &r.hash))?);
-                }
+                WriteOp::AppendAudit(_) => {}
                 WriteOp::AppendChange(c) => {
                     b.insert(seq_key(b"c:", c.revision), encode(c)?);
-                    b.insert(META_REVISION, encode(&c.revision)?);
+                    revision = Some(c.revision);
                     if c.revision > CHANGE_LOG_KEEP {
                         b.remove(seq_key(b"c:", c.revision - CHANGE_LOG_KEEP));
                     }
@@ -143,6 +175,9 @@ impl Store for SledStore {
                 }
                 WriteOp::PutCaJournal(j) => b.insert(META_CA_JOURNAL, encode(j)?),
             }
+        }
+        if let Some(revision) = revision {
+            b.insert(META_REVISION, encode(&revision)?);
         }
         self.db.apply_batch(b)?;
         Ok(())
@@ -185,7 +220,15 @@ impl Store for SledStore {
     }
 
     fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        self.scan(b"l:")
+        let values: Vec<AuditValue> = self.scan(b"l:")?;
+        let mut records = Vec::with_capacity(values.len());
+        for value in values {
+            match value {
+                AuditValue::One(record) => records.push(record),
+                AuditValue::Batch(batch) => records.extend(batch),
+            }
+        }
+        Ok(records)
     }
 
     fn task_serials(&self, task: &TaskId) -> Result<Vec<IssuedSerial>, StoreError> {
@@ -250,5 +293,61 @@ mod tests {
             .unwrap();
         assert!(store.changes_after(1).unwrap().is_none());
         assert_eq!(store.changes_after(4).unwrap().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_batch_of_audit_records_is_stored_in_few_values_that_read_back_in_order() {
+        use crate::store::audit::{AuditChain, AuditDraft, verify_chain};
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = AuditChain::default();
+        let mut append = |n: usize| WriteBatch {
+            ops: (0..n)
+                .map(|i| {
+                    let draft = AuditDraft {
+                        kind: "svid.issue",
+                        detail: format!("record {i}"),
+                        ..AuditDraft::default()
+                    };
+                    WriteOp::AppendAudit(chain.append(draft, 1_700_000_000))
+                })
+                .collect(),
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.apply(&append(1)).unwrap();
+            store.apply(&append(250)).unwrap();
+            store.apply(&append(1)).unwrap();
+            store.sync().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        // 1 + ceil(250 / 32) + 1 values.
+        assert_eq!(store.db.scan_prefix(b"l:").count(), 10, "values per batch");
+        assert!(
+            store
+                .db
+                .scan_prefix(b"l:")
+                .all(|kv| kv.unwrap().1.len() < 32 * 1024)
+        );
+        let records = store.audit_records().unwrap();
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=252).collect::<Vec<_>>());
+        let head = store.load().unwrap().audit_head.unwrap();
+        assert_eq!(head, (252, records[251].hash.clone()));
+        assert_eq!(verify_chain(&records, 252), Ok(252));
+
+        // A record edited inside a batch value is caught like any other.
+        let key = seq_key(b"l:", 2);
+        let mut batch: serde_json::Value =
+            serde_json::from_slice(&store.db.get(&key).unwrap().unwrap()).unwrap();
+        batch[20]["detail"] = "edited".into();
+        store
+            .db
+            .insert(&key, serde_json::to_vec(&batch).unwrap())
+            .unwrap();
+        let records = store.audit_records().unwrap();
+        assert_eq!(
+            verify_chain(&records, 252),
+            Err(crate::store::audit::AuditProblem::Modified { seq: 22 })
+        );
     }
 }
