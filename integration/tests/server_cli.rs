@@ -180,6 +180,39 @@ fn entries_round_trip() -> Result<()> {
         .concat(),
         "x509-ttl",
     )?;
+    refused(&server, &["task", "close", "nope"], "")?;
+    // The server's refusals are in the audit log, with the caller and the reason.
+    let audit = server.cli_json(&["audit", "list"])?;
+    let denials: Vec<&Value> = audit
+        .as_array()
+        .context("audit list is an array")?
+        .iter()
+        .filter(|r| r["kind"] == "admin.deny")
+        .collect();
+    let details: Vec<&str> = denials
+        .iter()
+        .filter_map(|r| r["detail"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("entry.create refused: InvalidArgument")
+                && d.contains("trust domain")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("task.close refused: ")),
+        "{details:?}"
+    );
+    assert!(
+        denials
+            .iter()
+            .all(|r| r["actor"].as_str().is_some_and(|a| a.starts_with("uid:"))),
+        "{denials:?}"
+    );
+    assert_eq!(server.cli_json(&["audit", "verify"])?["ok"], true);
     Ok(())
 }
 
@@ -308,11 +341,26 @@ fn agents_and_audit_round_trip() -> Result<()> {
     let records = server.cli_json(&["audit", "list"])?;
     let records = records.as_array().context("array")?;
     let kinds: Vec<&str> = records.iter().filter_map(|r| r["kind"].as_str()).collect();
+    // The two refused evictions are audited too.
     assert_eq!(
         kinds,
-        ["token.create", "agent.attest", "agent.evict", "task.open"]
+        [
+            "token.create",
+            "agent.attest",
+            "agent.evict",
+            "admin.deny",
+            "admin.deny",
+            "task.open"
+        ]
     );
-    let open = &records[3];
+    assert!(
+        records[3]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("agent.evict refused: NotFound")),
+        "{}",
+        records[3]
+    );
+    let open = &records[5];
     for k in [
         "seq",
         "time",
@@ -329,13 +377,13 @@ fn agents_and_audit_round_trip() -> Result<()> {
         open["actor"].as_str().unwrap_or("").starts_with("uid:"),
         "peer credentials: {open}"
     );
-    assert_eq!(open["prev_hash"], records[2]["hash"]);
+    assert_eq!(open["prev_hash"], records[4]["hash"]);
     let only = server.cli_json(&["audit", "list", "--task", &task])?;
     assert_eq!(only.as_array().map(Vec::len), Some(1));
     assert!(server.cli_ok(&["audit", "list"])?.contains("task.open"));
     assert_eq!(
         server.cli_ok(&["audit", "verify"])?,
-        "audit log ok: 4 records"
+        "audit log ok: 6 records"
     );
     assert_eq!(server.cli_json(&["audit", "verify"])?["ok"], true);
     Ok(())

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::context::Context;
 use crate::entries::{self, parse_entry_id};
-use crate::store::{AgentRecord, AuditRecord, verify_chain};
+use crate::store::{AgentRecord, AuditDraft, AuditRecord, verify_chain};
 use crate::tasks::parse_task_id;
 use crate::{attest, wire};
 
@@ -34,6 +34,35 @@ impl AdminService {
     /// The tonic server for `ctx`.
     pub fn server(ctx: Arc<Context>) -> AdminServer<Self> {
         AdminServer::new(Self { ctx })
+    }
+}
+
+impl AdminService {
+    /// Passes `result` through; a refused change is audited first (`admin.deny`, naming the
+    /// call and the status), so the log shows attempts as well as changes.
+    async fn audit_refusal<T>(
+        &self,
+        actor: &str,
+        call: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        if let Err(status) = &result {
+            let draft = AuditDraft {
+                kind: "admin.deny",
+                actor: actor.to_owned(),
+                detail: format!("{call} refused: {:?}: {}", status.code(), status.message()),
+                ..AuditDraft::default()
+            };
+            if let Err(e) = self
+                .ctx
+                .registry
+                .audit(SystemTime::now(), vec![draft])
+                .await
+            {
+                tracing::warn!(call, error = %e, "could not audit a refused admin call");
+            }
+        }
+        result
     }
 }
 
@@ -84,28 +113,33 @@ impl Admin for AdminService {
         request: Request<CreateJoinTokenRequest>,
     ) -> Result<Response<JoinToken>, Status> {
         let actor = actor(&request);
-        let req = request.into_inner();
-        let ttl = match req.ttl_seconds {
-            0 => attest::DEFAULT_TOKEN_TTL,
-            s => Duration::from_secs(s),
-        };
-        let agent_id = (!req.agent_id.is_empty()).then_some(req.agent_id.as_str());
-        let ctx = &self.ctx;
-        let token = attest::create_token(
-            &ctx.registry,
-            ctx.ca.trust_domain(),
-            agent_id,
-            ttl,
-            actor,
-            SystemTime::now(),
-        )
-        .await
-        .map_err(wire::status)?;
-        Ok(Response::new(JoinToken {
-            token: token.token,
-            agent_id: token.agent_id,
-            expires_at_unix: token.expires_at,
-        }))
+        let result = async {
+            let req = request.into_inner();
+            let ttl = match req.ttl_seconds {
+                0 => attest::DEFAULT_TOKEN_TTL,
+                s => Duration::from_secs(s),
+            };
+            let agent_id = (!req.agent_id.is_empty()).then_some(req.agent_id.as_str());
+            let ctx = &self.ctx;
+            let token = attest::create_token(
+                &ctx.registry,
+                ctx.ca.trust_domain(),
+                agent_id,
+                ttl,
+                actor.clone(),
+                SystemTime::now(),
+            )
+            .await
+            .map_err(wire::status)?;
+            Ok(Response::new(JoinToken {
+                token: token.token,
+                agent_id: token.agent_id,
+                expires_at_unix: token.expires_at,
+            }))
+        }
+        .await;
+        self.audit_refusal(&actor, "join_token.create", result)
+            .await
     }
 
     async fn show_bundle(
@@ -120,19 +154,23 @@ impl Admin for AdminService {
         request: Request<CreateEntryRequest>,
     ) -> Result<Response<Entry>, Status> {
         let actor = actor(&request);
-        let spec = parse::entry_spec(request.into_inner());
-        let ctx = &self.ctx;
-        let entry = entries::create_entry(
-            &ctx.registry,
-            spec,
-            ctx.ca.trust_domain(),
-            ctx.ttl_defaults(),
-            actor,
-            SystemTime::now(),
-        )
-        .await
-        .map_err(wire::status)?;
-        Ok(Response::new(wire::entry(&entry)))
+        let result = async {
+            let spec = parse::entry_spec(request.into_inner());
+            let ctx = &self.ctx;
+            let entry = entries::create_entry(
+                &ctx.registry,
+                spec,
+                ctx.ca.trust_domain(),
+                ctx.ttl_defaults(),
+                actor.clone(),
+                SystemTime::now(),
+            )
+            .await
+            .map_err(wire::status)?;
+            Ok(Response::new(wire::entry(&entry)))
+        }
+        .await;
+        self.audit_refusal(&actor, "entry.create", result).await
     }
 
     async fn list_entries(
@@ -162,28 +200,36 @@ impl Admin for AdminService {
         request: Request<DeleteEntryRequest>,
     ) -> Result<Response<DeleteEntryResponse>, Status> {
         let actor = actor(&request);
-        let id = entries::delete_entry(
-            &self.ctx.registry,
-            &request.get_ref().id,
-            actor,
-            SystemTime::now(),
-        )
-        .await
-        .map_err(wire::status)?;
-        Ok(Response::new(DeleteEntryResponse { id: id.to_string() }))
+        let result = async {
+            let id = entries::delete_entry(
+                &self.ctx.registry,
+                &request.get_ref().id,
+                actor.clone(),
+                SystemTime::now(),
+            )
+            .await
+            .map_err(wire::status)?;
+            Ok(Response::new(DeleteEntryResponse { id: id.to_string() }))
+        }
+        .await;
+        self.audit_refusal(&actor, "entry.delete", result).await
     }
 
     async fn open_task(&self, request: Request<OpenTaskRequest>) -> Result<Response<Task>, Status> {
         let actor = actor(&request);
-        let now = SystemTime::now();
-        let spec = parse::task_spec(request.into_inner(), now).map_err(wire::status)?;
-        let task = self
-            .ctx
-            .tasks
-            .open(spec, actor, now)
-            .await
-            .map_err(wire::status)?;
-        Ok(Response::new(wire::task(&task, SystemTime::now())))
+        let result = async {
+            let now = SystemTime::now();
+            let spec = parse::task_spec(request.into_inner(), now).map_err(wire::status)?;
+            let task = self
+                .ctx
+                .tasks
+                .open(spec, actor.clone(), now)
+                .await
+                .map_err(wire::status)?;
+            Ok(Response::new(wire::task(&task, SystemTime::now())))
+        }
+        .await;
+        self.audit_refusal(&actor, "task.open", result).await
     }
 
     async fn approve_task(
@@ -191,15 +237,19 @@ impl Admin for AdminService {
         request: Request<ApproveTaskRequest>,
     ) -> Result<Response<Task>, Status> {
         let actor = actor(&request);
-        let req = request.into_inner();
-        let now = SystemTime::now();
-        let task = self
-            .ctx
-            .tasks
-            .approve(&req.id, req.approver, actor, now)
-            .await
-            .map_err(wire::status)?;
-        Ok(Response::new(wire::task(&task, SystemTime::now())))
+        let result = async {
+            let req = request.into_inner();
+            let now = SystemTime::now();
+            let task = self
+                .ctx
+                .tasks
+                .approve(&req.id, req.approver, actor.clone(), now)
+                .await
+                .map_err(wire::status)?;
+            Ok(Response::new(wire::task(&task, SystemTime::now())))
+        }
+        .await;
+        self.audit_refusal(&actor, "task.approve", result).await
     }
 
     async fn close_task(
@@ -207,16 +257,20 @@ impl Admin for AdminService {
         request: Request<CloseTaskRequest>,
     ) -> Result<Response<Task>, Status> {
         let actor = actor(&request);
-        let req = request.into_inner();
-        let reason = (!req.reason.is_empty()).then_some(req.reason);
-        let now = SystemTime::now();
-        let task = self
-            .ctx
-            .tasks
-            .close(&req.id, reason, actor, now)
-            .await
-            .map_err(wire::status)?;
-        Ok(Response::new(wire::task(&task, SystemTime::now())))
+        let result = async {
+            let req = request.into_inner();
+            let reason = (!req.reason.is_empty()).then_some(req.reason);
+            let now = SystemTime::now();
+            let task = self
+                .ctx
+                .tasks
+                .close(&req.id, reason, actor.clone(), now)
+                .await
+                .map_err(wire::status)?;
+            Ok(Response::new(wire::task(&task, SystemTime::now())))
+        }
+        .await;
+        self.audit_refusal(&actor, "task.close", result).await
     }
 
     async fn list_tasks(
@@ -253,13 +307,17 @@ impl Admin for AdminService {
         request: Request<EvictAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
         let actor = actor(&request);
-        let id = request.into_inner().spiffe_id;
-        mandate_core::ids::parse_spiffe_id(&id)
-            .map_err(|e| Status::invalid_argument(format!("invalid agent ID: {e}")))?;
-        let record = attest::evict(&self.ctx.registry, &id, actor, SystemTime::now())
-            .await
-            .map_err(wire::status)?;
-        Ok(Response::new(agent(&record)))
+        let result = async {
+            let id = request.into_inner().spiffe_id;
+            mandate_core::ids::parse_spiffe_id(&id)
+                .map_err(|e| Status::invalid_argument(format!("invalid agent ID: {e}")))?;
+            let record = attest::evict(&self.ctx.registry, &id, actor.clone(), SystemTime::now())
+                .await
+                .map_err(wire::status)?;
+            Ok(Response::new(agent(&record)))
+        }
+        .await;
+        self.audit_refusal(&actor, "agent.evict", result).await
     }
 
     async fn list_audit(
