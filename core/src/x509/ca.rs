@@ -97,7 +97,18 @@ impl Ca {
         now: SystemTime,
         ttl: Duration,
     ) -> Result<Self, X509Error> {
-        let (mut params, not_before, not_after) = ca_params(&trust_domain, now, ttl)?;
+        // A CA never outlives the CA that signs it: cap its life at the upstream's notAfter.
+        let (_, upstream_cert) = x509_parser::parse_x509_certificate(upstream_cert_der)
+            .map_err(|e| X509Error::Parse(format!("upstream CA certificate: {e}")))?;
+        let upstream_end = upstream_cert.validity().not_after.timestamp();
+        let left = crate::time::from_unix_seconds(upstream_end)
+            .duration_since(now)
+            .map_err(|_| X509Error::UpstreamExpired(upstream_end))?;
+        let (mut params, not_before, not_after) = ca_params(&trust_domain, now, ttl.min(left))
+            .map_err(|e| match e {
+                X509Error::BadValidity if left < ttl => X509Error::UpstreamExpired(upstream_end),
+                other => other,
+            })?;
         params.use_authority_key_identifier_extension = true;
         let upstream =
             Issuer::from_ca_cert_der(&CertificateDer::from(upstream_cert_der), upstream_key)

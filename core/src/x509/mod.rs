@@ -41,6 +41,9 @@ pub enum X509Error {
     /// The validity period is empty or inverted.
     #[error("notAfter must be after notBefore")]
     BadValidity,
+    /// The upstream CA certificate has expired (or expires before a CA under it would start).
+    #[error("the upstream CA certificate expired at {0} (unix seconds); renew it")]
+    UpstreamExpired(i64),
     /// The PEM input is malformed.
     #[error("malformed PEM: {0}")]
     Pem(String),

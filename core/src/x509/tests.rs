@@ -67,6 +67,43 @@ fn ca_template_follows_the_profile() {
 }
 
 #[test]
+fn an_intermediate_never_outlives_its_upstream() {
+    let upstream = test_ca(); // one day
+    let td = TrustDomain::new("example.org").expect("valid");
+    let year = Duration::from_secs(365 * 86_400);
+    let inter = Ca::intermediate(
+        td.clone(),
+        CaKey::generate().expect("key"),
+        &upstream.cert_der,
+        upstream.key(),
+        now(),
+        year,
+    )
+    .expect("intermediate");
+    assert_eq!(inter.not_after, upstream.not_after);
+    let (_, cert) = x509_parser::parse_x509_certificate(&inter.cert_der).expect("parses");
+    assert_eq!(
+        cert.validity().not_after.timestamp(),
+        crate::time::unix_seconds(upstream.not_after)
+    );
+
+    // Once the upstream has expired, no CA can be made under it.
+    let later = upstream.not_after + Duration::from_secs(60);
+    let expired = Ca::intermediate(
+        td,
+        CaKey::generate().expect("key"),
+        &upstream.cert_der,
+        upstream.key(),
+        later,
+        year,
+    );
+    assert!(
+        matches!(expired, Err(X509Error::UpstreamExpired(at)) if at == crate::time::unix_seconds(upstream.not_after)),
+        "{expired:?}"
+    );
+}
+
+#[test]
 fn leaf_follows_the_profile() {
     let ca = test_ca();
     let key = generate_p256_keypair().expect("key");
