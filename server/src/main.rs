@@ -2,8 +2,10 @@
 
 use clap::Parser;
 
-// Signing an SVID allocates a few dozen small buffers (CSR parse, DER writing, audit record,
-// store batch); mimalloc's thread-local free lists take about half of glibc's cost there.
+// The server allocates many small, short-lived buffers from several threads at once (CSR
+// parsing, DER writing, audit records, store batches). With glibc's malloc its RSS after
+// loading 100k entries reached about 800 MiB, with mimalloc about 400 MiB, and allocation
+// takes a smaller share of issuance (docs/PERFORMANCE.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
