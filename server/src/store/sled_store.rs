@@ -23,8 +23,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// How many revisions of change log are kept for resuming agents.
 const CHANGE_LOG_KEEP: u64 = 100_000;
 
-/// Most audit records in one stored value (each is about 400 bytes of JSON).
-const AUDIT_PER_VALUE: usize = 32;
+/// Most bytes of audit JSON in one stored value (a record is about 400 bytes). sled splits a
+/// leaf at 16 keys and writes a leaf over 128 KiB (a quarter of its 512 KiB segment) as a
+/// separate blob file, which every sync would then have to fsync: 16 values of 4 KiB stay
+/// well under that.
+const AUDIT_VALUE_BYTES: usize = 4096;
 
 const META_SCHEMA: &[u8] = b"m:schema";
 const META_REVISION: &[u8] = b"m:revision";
@@ -80,6 +83,45 @@ impl SledStore {
     }
 }
 
+/// Packs consecutive audit records into `l:` values: a lone record as itself, several as a
+/// JSON array keyed by the first one's seq.
+#[derive(Default)]
+struct AuditValues {
+    first_seq: u64,
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl AuditValues {
+    fn push(&mut self, seq: u64, json: Vec<u8>, batch: &mut sled::Batch) {
+        if !self.records.is_empty() && self.bytes + json.len() + 1 > AUDIT_VALUE_BYTES {
+            self.flush(batch);
+        }
+        if self.records.is_empty() {
+            self.first_seq = seq;
+        }
+        self.bytes += json.len() + 1;
+        self.records.push(json);
+    }
+
+    fn flush(&mut self, batch: &mut sled::Batch) {
+        let key = seq_key(b"l:", self.first_seq);
+        match self.records.len() {
+            0 => {}
+            1 => batch.insert(key, self.records.remove(0)),
+            _ => {
+                let mut value = Vec::with_capacity(self.bytes + 1);
+                value.push(b'[');
+                value.extend_from_slice(&self.records.join(&b','));
+                value.push(b']');
+                batch.insert(key, value);
+            }
+        }
+        self.records.clear();
+        self.bytes = 0;
+    }
+}
+
 /// What one `l:` key holds.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
@@ -131,26 +173,19 @@ impl Store for SledStore {
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         // A batch's audit records (one per SVID when an agent signs a batch of CSRs) go in
-        // values of up to AUDIT_PER_VALUE records, and the head and revision once: a few tree
-        // inserts instead of hundreds. Values stay far below sled's blob threshold (a quarter
-        // of a 512 KiB segment), so no record ever lands in a separate blob file.
-        let audit: Vec<&AuditRecord> = batch
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                WriteOp::AppendAudit(r) => Some(r),
-                _ => None,
-            })
-            .collect();
-        for chunk in audit.chunks(AUDIT_PER_VALUE) {
-            match chunk {
-                [one] => b.insert(seq_key(b"l:", one.seq), encode(one)?),
-                [first, ..] => b.insert(seq_key(b"l:", first.seq), encode(&chunk)?),
-                [] => {}
+        // values of up to AUDIT_VALUE_BYTES, and the head and revision once: a few tree
+        // inserts instead of hundreds.
+        let mut audit = AuditValues::default();
+        let mut head = None;
+        for op in &batch.ops {
+            if let WriteOp::AppendAudit(r) = op {
+                audit.push(r.seq, encode(r)?, &mut b);
+                head = Some((r.seq, &r.hash));
             }
         }
-        if let Some(last) = audit.last() {
-            b.insert(META_AUDIT_HEAD, encode(&(last.seq, &last.hash))?);
+        audit.flush(&mut b);
+        if let Some(head) = head {
+            b.insert(META_AUDIT_HEAD, encode(&head)?);
         }
         let mut revision = None;
         for op in &batch.ops {
@@ -320,14 +355,21 @@ mod tests {
             store.sync().unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
-        // 1 + ceil(250 / 32) + 1 values.
-        assert_eq!(store.db.scan_prefix(b"l:").count(), 10, "values per batch");
+        // Two lone records, and the batch of 250 in values of at most 4 KiB.
+        let values: Vec<usize> = store
+            .db
+            .scan_prefix(b"l:")
+            .map(|kv| kv.unwrap().1.len())
+            .collect();
+        // About 280 bytes a record here: some 14 a value, 18 values for the 250.
         assert!(
-            store
-                .db
-                .scan_prefix(b"l:")
-                .all(|kv| kv.unwrap().1.len() < 32 * 1024)
+            (2 + 250 / 20..=2 + 250 / 8).contains(&values.len()),
+            "{values:?}"
         );
+        assert!(values.iter().all(|len| *len <= 4096), "{values:?}");
+        // No leaf grew into a blob file.
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).map_or(0, Iterator::count);
+        assert_eq!(blobs, 0);
         let records = store.audit_records().unwrap();
         let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=252).collect::<Vec<_>>());
@@ -339,7 +381,7 @@ mod tests {
         let key = seq_key(b"l:", 2);
         let mut batch: serde_json::Value =
             serde_json::from_slice(&store.db.get(&key).unwrap().unwrap()).unwrap();
-        batch[20]["detail"] = "edited".into();
+        batch[3]["detail"] = "edited".into();
         store
             .db
             .insert(&key, serde_json::to_vec(&batch).unwrap())
@@ -347,7 +389,7 @@ mod tests {
         let records = store.audit_records().unwrap();
         assert_eq!(
             verify_chain(&records, 252),
-            Err(crate::store::audit::AuditProblem::Modified { seq: 22 })
+            Err(crate::store::audit::AuditProblem::Modified { seq: 5 })
         );
     }
 }
