@@ -111,8 +111,10 @@ impl AuditValues {
             1 => batch.insert(key, self.records.remove(0)),
             _ => {
                 let mut value = Vec::with_capacity(self.bytes + 1);
-                value.push(b'[');
-                value.extend_from_slice(&self.records.join(&b','));
+                for record in &self.records {
+                    value.push(if value.is_empty() { b'[' } else { b',' });
+                    value.extend_from_slice(record);
+                }
                 value.push(b']');
                 batch.insert(key, value);
             }
@@ -177,16 +179,6 @@ impl Store for SledStore {
         // inserts instead of hundreds.
         let mut audit = AuditValues::default();
         let mut head = None;
-        for op in &batch.ops {
-            if let WriteOp::AppendAudit(r) = op {
-                audit.push(r.seq, encode(r)?, &mut b);
-                head = Some((r.seq, &r.hash));
-            }
-        }
-        audit.flush(&mut b);
-        if let Some(head) = head {
-            b.insert(META_AUDIT_HEAD, encode(&head)?);
-        }
         let mut revision = None;
         for op in &batch.ops {
             match op {
@@ -195,7 +187,10 @@ impl Store for SledStore {
                 WriteOp::PutTask(t) => b.insert(key("t:", t.task.id.as_str()), encode(t)?),
                 WriteOp::PutAgent(a) => b.insert(key("a:", &a.spiffe_id), encode(a)?),
                 WriteOp::PutToken(hash, t) => b.insert(key("k:", hash), encode(t)?),
-                WriteOp::AppendAudit(_) => {}
+                WriteOp::AppendAudit(r) => {
+                    audit.push(r.seq, encode(r)?, &mut b);
+                    head = Some((r.seq, &r.hash));
+                }
                 WriteOp::AppendChange(c) => {
                     b.insert(seq_key(b"c:", c.revision), encode(c)?);
                     revision = Some(c.revision);
@@ -210,6 +205,10 @@ impl Store for SledStore {
                 }
                 WriteOp::PutCaJournal(j) => b.insert(META_CA_JOURNAL, encode(j)?),
             }
+        }
+        audit.flush(&mut b);
+        if let Some(head) = head {
+            b.insert(META_AUDIT_HEAD, encode(&head)?);
         }
         if let Some(revision) = revision {
             b.insert(META_REVISION, encode(&revision)?);
