@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+pub mod cluster;
 pub mod workload;
 
 /// The trust domain every harness server uses.
