@@ -7,7 +7,7 @@ import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mandate_verify import DELEGATION_OID
 
@@ -35,6 +35,8 @@ class Authority:
             .not_valid_before(_now() - datetime.timedelta(minutes=1))
             .not_valid_after(_now() + datetime.timedelta(hours=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_usage(cert_sign=True), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
             .add_extension(
                 x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org")]),
                 critical=False,
@@ -49,6 +51,15 @@ class Authority:
         critical: bool = False,
     ) -> x509.Certificate:
         """A leaf with the URI SAN(s) `uri` and, when given, the delegation extension."""
+        return self.svid(uri, delegation_der, critical)[0]
+
+    def svid(
+        self,
+        uri: str | list[str] | None,
+        delegation_der: bytes | None = None,
+        critical: bool = False,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """An X509-SVID profile leaf (DESIGN 3.2) and its key."""
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
@@ -59,6 +70,15 @@ class Authority:
             .not_valid_before(_now() - datetime.timedelta(seconds=10))
             .not_valid_after(_now() + datetime.timedelta(minutes=5))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_usage(cert_sign=False), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+            )
         )
         uris = [uri] if isinstance(uri, str) else (uri or [])
         if uris:
@@ -71,7 +91,7 @@ class Authority:
                 x509.UnrecognizedExtension(x509.ObjectIdentifier(DELEGATION_OID), delegation_der),
                 critical=critical,
             )
-        return builder.sign(self.key, hashes.SHA256())
+        return builder.sign(self.key, hashes.SHA256()), key
 
     def crl(self, serials: list[int], signer: ec.EllipticCurvePrivateKey | None = None) -> bytes:
         """A DER CRL of this CA listing `serials` (signed by `signer` to forge one)."""
@@ -87,3 +107,23 @@ class Authority:
             )
         crl = builder.sign(signer or self.key, hashes.SHA256())
         return crl.public_bytes(serialization.Encoding.DER)
+
+
+def _usage(cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def pkcs8(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
