@@ -93,3 +93,34 @@ def test_bad_claim_is_refused(name: str) -> None:
 def test_claim_deadline_equals_the_der_generalized_time() -> None:
     der_value = Delegation.from_der(golden().to_der())
     assert der_value.to_claim()["task"]["deadline"] == 1_796_126_400
+
+
+def test_a_validated_jwt_svid_yields_the_caller_and_its_delegation() -> None:
+    import time as _time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from spiffe import JwtBundle, JwtSvid, TrustDomain
+
+    from mandate_verify import CallerIdentity, DelegationPolicy, Refusal
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    bundle = JwtBundle(TrustDomain("example.org"), {"k1": key.public_key()})
+    policy = DelegationPolicy.require_under("/ai")
+
+    def token(sub: str, delegation: object) -> JwtSvid:
+        claims = {"sub": sub, "aud": ["po-service"], "exp": int(_time.time()) + 300}
+        if delegation is not None:
+            claims["delegation"] = delegation
+        text = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1", "typ": "JWT"})
+        return JwtSvid.parse_and_validate(text, bundle, {"po-service"})
+
+    caller = CallerIdentity.from_jwt_svid(token("spiffe://example.org/ai/procurement", GOLDEN_CLAIM), policy)
+    assert caller.delegation == golden() and caller.certificate is None
+    with pytest.raises(Refusal) as refused:
+        CallerIdentity.from_jwt_svid(token("spiffe://example.org/ai/procurement", None), policy)
+    assert refused.value.code == "delegation_required"
+    with pytest.raises(Refusal) as refused:
+        CallerIdentity.from_jwt_svid(token("spiffe://example.org/billing", {"principal": 1}), policy)
+    assert refused.value.code == "delegation_malformed"
+    assert CallerIdentity.from_jwt_svid(token("spiffe://example.org/billing", None), policy).delegation is None

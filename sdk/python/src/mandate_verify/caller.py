@@ -9,7 +9,8 @@ from typing import Iterable
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
-from spiffe import SpiffeId
+import jwt
+from spiffe import JwtSvid, SpiffeId
 
 from .delegation import Delegation
 from .model import DelegationError, parse_spiffe_id
@@ -108,3 +109,24 @@ class CallerIdentity:
         if delegation is None and policy.requires_delegation(spiffe_id):
             raise Refusal.delegation_required(str(spiffe_id))
         return cls(spiffe_id, delegation, leaf)
+
+    @classmethod
+    def from_jwt_svid(cls, svid: JwtSvid, policy: DelegationPolicy) -> CallerIdentity:
+        """Reads the caller from a JWT-SVID that py-spiffe already validated
+        (`JwtSvid.parse_and_validate`): its `sub` and its `delegation` claim (DESIGN 3.3).
+
+        Raises `Refusal` `delegation_malformed` when the claim is present but wrong, and
+        `delegation_required` when policy requires a delegation that is absent. The CRL check
+        does not apply (there is no certificate); the task-status rules do.
+        """
+        # The token's signature, audience and expiry were checked by py-spiffe; read its claims.
+        claims = jwt.decode(svid.token, options={"verify_signature": False})
+        delegation = None
+        if claims.get("delegation") is not None:
+            try:
+                delegation = Delegation.from_claim(claims["delegation"])
+            except DelegationError as error:
+                raise Refusal.delegation_malformed(str(error)) from None
+        if delegation is None and policy.requires_delegation(svid.spiffe_id):
+            raise Refusal.delegation_required(str(svid.spiffe_id))
+        return cls(svid.spiffe_id, delegation)
