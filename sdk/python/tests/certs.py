@@ -36,9 +36,13 @@ class Authority:
             .not_valid_after(_now() + datetime.timedelta(hours=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_usage(cert_sign=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
             .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org")]),
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier("spiffe://example.org")]
+                ),
                 critical=False,
             )
             .sign(self.key, hashes.SHA256())
@@ -72,12 +76,17 @@ class Authority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_usage(cert_sign=False), critical=True)
             .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
                 critical=False,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
             )
         )
         uris = [uri] if isinstance(uri, str) else (uri or [])
@@ -103,7 +112,10 @@ class Authority:
         )
         for serial in serials:
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(_now()).build()
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(_now())
+                .build()
             )
         crl = builder.sign(signer or self.key, hashes.SHA256())
         return crl.public_bytes(serialization.Encoding.DER)

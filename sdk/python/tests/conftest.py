@@ -41,7 +41,9 @@ def sample(deadline: float | None = None, **changes: object) -> Delegation:
     """A delegation for alice: po.draft and po.read, 500.00 EUR, an hour from now."""
     fields: dict[str, object] = dict(
         principal=Principal.parse("user:alice@example.org"),
-        task=TaskInfo("task-4711", "draft purchase order 4711", int(deadline or time.time() + 3600), 0, 0),
+        task=TaskInfo(
+            "task-4711", "draft purchase order 4711", int(deadline or time.time() + 3600), 0, 0
+        ),
         actions=("po.draft", "po.read"),
         value_limit=ValueLimit.parse("500.00:EUR"),
     )

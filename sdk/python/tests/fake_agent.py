@@ -10,7 +10,12 @@ from concurrent import futures
 import grpc
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
-from mandate_verify._proto import delegation_pb2, delegation_pb2_grpc, taskstatus_pb2, taskstatus_pb2_grpc
+from mandate_verify._proto import (
+    delegation_pb2,
+    delegation_pb2_grpc,
+    taskstatus_pb2,
+    taskstatus_pb2_grpc,
+)
 
 
 def _has_header(context: grpc.ServicerContext) -> bool:
@@ -45,7 +50,11 @@ class _Streams:
             self.queues.remove(q)
 
 
-class FakeAgent(taskstatus_pb2_grpc.TaskStatusServicer, delegation_pb2_grpc.DelegationServicer, workload_pb2_grpc.SpiffeWorkloadAPIServicer):
+class FakeAgent(
+    taskstatus_pb2_grpc.TaskStatusServicer,
+    delegation_pb2_grpc.DelegationServicer,
+    workload_pb2_grpc.SpiffeWorkloadAPIServicer,
+):
     """Serves on `unix:<path>` until `stop()`."""
 
     def __init__(self, path: str) -> None:
@@ -95,4 +104,6 @@ class FakeAgent(taskstatus_pb2_grpc.TaskStatusServicer, delegation_pb2_grpc.Dele
         if self.refuse_subtask:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, self.refuse_subtask)
         task_id = getattr(request, "task_id", "") or "task-sub-1"
-        return delegation_pb2.Subtask(task_id=task_id, parent_id="task-4711", deadline_unix=1_800_000_000, depth=1)
+        return delegation_pb2.Subtask(
+            task_id=task_id, parent_id="task-4711", deadline_unix=1_800_000_000, depth=1
+        )

@@ -53,13 +53,41 @@ TABLE = [
     ("allowed at the limit", GOOD, fresh(), "po.draft", EUR("500.00:EUR"), None),
     ("allowed without amount", GOOD, fresh(), "po.read", None, None),
     ("no snapshot", GOOD, None, "po.draft", None, "status_unavailable"),
-    ("stale snapshot", GOOD, Snapshot(frozenset(), 1, int(NOW * 1000) - 15_001), "po.draft", None, "status_stale"),
-    ("stale beats closed", GOOD, Snapshot(frozenset({"task-4711"}), 1, 0), "po.draft", None, "status_stale"),
+    (
+        "stale snapshot",
+        GOOD,
+        Snapshot(frozenset(), 1, int(NOW * 1000) - 15_001),
+        "po.draft",
+        None,
+        "status_stale",
+    ),
+    (
+        "stale beats closed",
+        GOOD,
+        Snapshot(frozenset({"task-4711"}), 1, 0),
+        "po.draft",
+        None,
+        "status_stale",
+    ),
     ("task closed", GOOD, fresh("task-4711"), "po.draft", None, "task_closed"),
-    ("closed beats deadline", sample(deadline=NOW - 1), fresh("task-4711"), "po.draft", None, "task_closed"),
+    (
+        "closed beats deadline",
+        sample(deadline=NOW - 1),
+        fresh("task-4711"),
+        "po.draft",
+        None,
+        "task_closed",
+    ),
     ("deadline passed", sample(deadline=NOW - 1), fresh(), "po.draft", None, "deadline_passed"),
     ("deadline is exclusive", sample(deadline=NOW), fresh(), "po.draft", None, "deadline_passed"),
-    ("deadline beats depth", with_depth(sample(deadline=NOW - 1), 1), fresh(), "po.draft", None, "deadline_passed"),
+    (
+        "deadline beats depth",
+        with_depth(sample(deadline=NOW - 1), 1),
+        fresh(),
+        "po.draft",
+        None,
+        "deadline_passed",
+    ),
     ("depth exceeded", with_depth(GOOD, 1), fresh(), "po.draft", None, "depth_exceeded"),
     ("depth beats action", with_depth(GOOD, 1), fresh(), "po.approve", None, "depth_exceeded"),
     ("action not granted", GOOD, fresh(), "po.approve", None, "action_not_granted"),
@@ -135,7 +163,9 @@ def test_handshake_refusals_from_certificates() -> None:
     assert code(der(ca.leaf("spiffe://example.org/ai/procurement"))) == "delegation_required"
     assert code(der(ca.leaf(None))) == "no_spiffe_id"
     assert code(der(ca.leaf("https://example.org/x"))) == "no_spiffe_id"
-    assert code(der(ca.leaf(["spiffe://example.org/a", "spiffe://example.org/b"]))) == "no_spiffe_id"
+    assert (
+        code(der(ca.leaf(["spiffe://example.org/a", "spiffe://example.org/b"]))) == "no_spiffe_id"
+    )
     assert code(None) == "no_peer_certificate"
     # A delegation that does not parse is refused whatever the policy says.
     for uri in ("spiffe://example.org/ai/procurement", "spiffe://example.org/billing"):
@@ -160,9 +190,12 @@ def test_a_revoked_certificate_is_refused_after_the_status_rules() -> None:
     with pytest.raises(Refusal) as refused:
         closed.authorize(caller, "po.draft", None, now=NOW)
     assert refused.value.code == "task_closed"
-    assert Verifier(DelegationPolicy(), FixedStatus(fresh()), RevokedSerials()).authorize(
-        caller, "po.draft", None, now=NOW
-    ) == GOOD
+    assert (
+        Verifier(DelegationPolicy(), FixedStatus(fresh()), RevokedSerials()).authorize(
+            caller, "po.draft", None, now=NOW
+        )
+        == GOOD
+    )
 
 
 def test_the_wall_clock_is_the_default_now() -> None:

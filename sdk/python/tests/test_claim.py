@@ -12,16 +12,14 @@ from mandate_verify import Delegation, DelegationError
 
 from conftest import golden
 
-GOLDEN_CLAIM = json.loads(
-    """{"principal":{"kind":"user","id":"alice@example.org"},
+GOLDEN_CLAIM = json.loads("""{"principal":{"kind":"user","id":"alice@example.org"},
  "task":{"id":"task-golden-1","purpose":"draft purchase orders for office supplies",
          "deadline":1796126400,"depth":1,"max_depth":2},
  "actions":["po.draft","po.submit"],
  "value_limit":{"amount_minor":50000,"currency":"EUR"},
  "approval":{"approver":"bob@example.org","approved_at":1795339800},
  "chain":[{"principal":{"kind":"application","id":"procurement-portal"},
-           "task_id":"task-parent-0","actor":"spiffe://example.org/agents/planner"}]}"""
-)
+           "task_id":"task-parent-0","actor":"spiffe://example.org/agents/planner"}]}""")
 
 
 def test_golden_claim_parses_to_the_golden_value() -> None:
@@ -59,7 +57,9 @@ BAD_CLAIMS = {
     "principal kind app": changed("principal.kind", "app"),
     "principal kind missing": changed("principal.kind", KeyError),
     "empty principal id": changed("principal.id", ""),
-    "workload principal that is no SPIFFE ID": changed("principal", {"kind": "workload", "id": "x"}),
+    "workload principal that is no SPIFFE ID": changed(
+        "principal", {"kind": "workload", "id": "x"}
+    ),
     "task missing": changed("task", KeyError),
     "deadline as a string": changed("task.deadline", "1796126400"),
     "deadline as a float": changed("task.deadline", 1796126400.0),
@@ -115,12 +115,19 @@ def test_a_validated_jwt_svid_yields_the_caller_and_its_delegation() -> None:
         text = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1", "typ": "JWT"})
         return JwtSvid.parse_and_validate(text, bundle, {"po-service"})
 
-    caller = CallerIdentity.from_jwt_svid(token("spiffe://example.org/ai/procurement", GOLDEN_CLAIM), policy)
+    caller = CallerIdentity.from_jwt_svid(
+        token("spiffe://example.org/ai/procurement", GOLDEN_CLAIM), policy
+    )
     assert caller.delegation == golden() and caller.certificate is None
     with pytest.raises(Refusal) as refused:
         CallerIdentity.from_jwt_svid(token("spiffe://example.org/ai/procurement", None), policy)
     assert refused.value.code == "delegation_required"
     with pytest.raises(Refusal) as refused:
-        CallerIdentity.from_jwt_svid(token("spiffe://example.org/billing", {"principal": 1}), policy)
+        CallerIdentity.from_jwt_svid(
+            token("spiffe://example.org/billing", {"principal": 1}), policy
+        )
     assert refused.value.code == "delegation_malformed"
-    assert CallerIdentity.from_jwt_svid(token("spiffe://example.org/billing", None), policy).delegation is None
+    assert (
+        CallerIdentity.from_jwt_svid(token("spiffe://example.org/billing", None), policy).delegation
+        is None
+    )

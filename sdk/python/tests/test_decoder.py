@@ -52,6 +52,7 @@ def test_malformed_vector_is_refused(path) -> None:
 
 # --- vectors built here --------------------------------------------------------------------
 
+
 def utf8(text: str) -> bytes:
     return tlv(_der.UTF8_STRING, text.encode())
 
@@ -61,7 +62,9 @@ def principal(kind: int, ident: str, raw_kind: bytes | None = None) -> bytes:
     return tlv(0x30, kind_tlv + utf8(ident))
 
 
-def task(ident="task-1", purpose="p", time=b"20261201120000Z", depth=integer(0), max_depth=integer(1)) -> bytes:
+def task(
+    ident="task-1", purpose="p", time=b"20261201120000Z", depth=integer(0), max_depth=integer(1)
+) -> bytes:
     return tlv(0x30, utf8(ident) + utf8(purpose) + tlv(0x18, time) + depth + max_depth)
 
 
@@ -111,12 +114,16 @@ BAD = {
     "principal id of 257 bytes": build(p=principal(0, "a" * 257)),
     "principal id with a control char": build(p=principal(0, "al\x07ice")),
     "workload principal that is no SPIFFE ID": build(p=principal(2, "alice")),
-    "workload principal with an upper-case trust domain": build(p=principal(2, "spiffe://Example.org/x")),
+    "workload principal with an upper-case trust domain": build(
+        p=principal(2, "spiffe://Example.org/x")
+    ),
     "task id of 65 chars": build(t=task(ident="t" * 65)),
     "task id with a space": build(t=task(ident="t 1")),
     "empty task id": build(t=task(ident="")),
     "purpose of 257 bytes": build(t=task(purpose="p" * 257)),
-    "deadline as UTCTime": build(t=tlv(0x30, utf8("t") + utf8("p") + tlv(0x17, b"261201120000Z") + integer(0) + integer(0))),
+    "deadline as UTCTime": build(
+        t=tlv(0x30, utf8("t") + utf8("p") + tlv(0x17, b"261201120000Z") + integer(0) + integer(0))
+    ),
     "deadline with fractional seconds": build(t=task(time=b"20261201120000.5Z")),
     "deadline without Z": build(t=task(time=b"20261201120000+0000")),
     "deadline on February 30": build(t=task(time=b"20260230120000Z")),
@@ -137,11 +144,15 @@ BAD = {
     "amount over 64 bits": build(optional=limit(amount=integer(2**63))),
     "amount with a redundant leading 0xff": build(optional=limit(amount=tlv(2, b"\xff\xff"))),
     "value limit as a plain SEQUENCE": build(optional=tlv(0x30, integer(1) + tlv(0x13, b"EUR"))),
-    "value limit with a trailing field": build(optional=tlv(0xA0, integer(1) + tlv(0x13, b"EUR") + integer(1))),
+    "value limit with a trailing field": build(
+        optional=tlv(0xA0, integer(1) + tlv(0x13, b"EUR") + integer(1))
+    ),
     "approval before value limit": build(optional=APPROVAL + limit()),
     "value limit twice": build(optional=limit() + limit()),
     "unknown context tag [3]": build(optional=tlv(0xA3, b"")),
-    "primitive [0] instead of constructed": build(optional=tlv(0x80, integer(1) + tlv(0x13, b"EUR"))),
+    "primitive [0] instead of constructed": build(
+        optional=tlv(0x80, integer(1) + tlv(0x13, b"EUR"))
+    ),
     "empty chain": build(optional=tlv(0xA2, b"")),
     "chain of 9 links": build(optional=tlv(0xA2, link() * 9)),
     "chain actor not ASCII": build(optional=tlv(0xA2, link(actor=tlv(0x16, b"caf\xe9")))),

@@ -40,8 +40,11 @@ class World:
     def __init__(self, tmp_path) -> None:
         self.ca = Authority()
         self.ai_cert, ai_key = self.ca.svid(AI_ID, sample().to_der())
-        svids = [self._svid(SERVICE_ID, *self.ca.svid(SERVICE_ID)), self._svid(AI_ID, self.ai_cert, ai_key),
-                 self._svid(BARE_ID, *self.ca.svid(BARE_ID))]
+        svids = [
+            self._svid(SERVICE_ID, *self.ca.svid(SERVICE_ID)),
+            self._svid(AI_ID, self.ai_cert, ai_key),
+            self._svid(BARE_ID, *self.ca.svid(BARE_ID)),
+        ]
         self.x509 = workload_pb2.X509SVIDResponse(svids=svids, crl=[self.ca.crl([])])
         self.agent = FakeAgent(str(tmp_path / "api.sock"))
         self.agent.first_x509 = self.x509
@@ -58,7 +61,10 @@ class World:
 
     def _svid(self, spiffe_id, cert, key) -> workload_pb2.X509SVID:
         return workload_pb2.X509SVID(
-            spiffe_id=spiffe_id, x509_svid=der(cert), x509_svid_key=pkcs8(key), bundle=der(self.ca.cert)
+            spiffe_id=spiffe_id,
+            x509_svid=der(cert),
+            x509_svid_key=pkcs8(key),
+            bundle=der(self.ca.cert),
         )
 
     def svid_message(self, crls: list[bytes]) -> workload_pb2.X509SVIDResponse:
@@ -107,11 +113,21 @@ def test_routes_answers_and_refusals_on_one_connection(world: World) -> None:
     connection = world.connect(AI_ID)
     allowed = call(connection, "po.draft", "120.00:EUR")
     assert allowed["status"] == 200
-    assert allowed["body"] == {"ok": True, "action": "po.draft", "principal": "user:alice@example.org",
-                               "task": "task-4711", "amount": "120.00:EUR", "connection": 1}
+    assert allowed["body"] == {
+        "ok": True,
+        "action": "po.draft",
+        "principal": "user:alice@example.org",
+        "task": "task-4711",
+        "amount": "120.00:EUR",
+        "connection": 1,
+    }
     assert call(connection, "po.read", None)["body"]["amount"] is None
     refused = call(connection, "po.approve", None)
-    assert (refused["status"], code(refused), refused["body"]["connection"]) == (403, "action_not_granted", 1)
+    assert (refused["status"], code(refused), refused["body"]["connection"]) == (
+        403,
+        "action_not_granted",
+        1,
+    )
     assert refused["body"]["reason"] == 'action "po.approve" is not granted by task task-4711'
     assert code(call(connection, "po.draft", "500.01:EUR")) == "over_value_limit"
     assert code(call(connection, "po.draft", "1.00:USD")) == "currency_mismatch"
@@ -121,7 +137,13 @@ def test_routes_answers_and_refusals_on_one_connection(world: World) -> None:
         ("GET", "/po/draft", "", 404, {"error": "no route GET /po/draft"}),
         ("DELETE", "/po/draft", "", 404, {"error": "no route DELETE /po/draft"}),
         ("POST", "/po/draft", "{", 400, None),
-        ("POST", "/po/draft", '{"amount": 12}', 400, {"error": 'amount must be a string like "120.00:EUR", got 12'}),
+        (
+            "POST",
+            "/po/draft",
+            '{"amount": 12}',
+            400,
+            {"error": 'amount must be a string like "120.00:EUR", got 12'},
+        ),
         ("POST", "/po/draft", '{"amount": "12.345:EUR"}', 400, None),
         ("POST", "/po/draft", '{"note": "no amount"}', 200, None),
     ]:
@@ -133,7 +155,9 @@ def test_routes_answers_and_refusals_on_one_connection(world: World) -> None:
             assert got == answer
 
     # The task closes while the connection stays open: the next request is refused on it.
-    world.agent.status.push(TaskStatusSnapshot(closed_task_ids=["task-4711"], sequence=2, as_of_unix_ms=now_ms()))
+    world.agent.status.push(
+        TaskStatusSnapshot(closed_task_ids=["task-4711"], sequence=2, as_of_unix_ms=now_ms())
+    )
     assert wait_for(lambda: code(call(connection, "po.read", None)) == "task_closed")
     assert call(connection, "po.read", None)["body"]["connection"] == 1
 
@@ -162,7 +186,9 @@ def test_handshake_refusals(world: World) -> None:
     context.load_cert_chain(*pem)
     import http.client
 
-    conn = http.client.HTTPSConnection("127.0.0.1", int(world.address.split(":")[1]), context=context, timeout=10)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", int(world.address.split(":")[1]), context=context, timeout=10
+    )
     with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected, OSError)):
         conn.request("POST", "/po/read")
         conn.getresponse()
@@ -178,27 +204,65 @@ def world_tmp_pem(cert, key) -> tuple[str, str]:
     with open(paths[0], "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     with open(paths[1], "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     return paths
 
 
 def test_the_agent_example_calls_and_opens_a_subtask(world: World) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "mandate_verify.examples.agent", "--endpoint", world.agent.endpoint,
-         "--spiffe-id", AI_ID, "--server", world.address, "--action", "po.draft", "--action", "po.approve",
-         "--amount", "120.00:EUR", "--delegate-to", "spiffe://example.org/ai/search",
-         "--delegate-action", "po.read", "--delegate-value-limit", "50.00:EUR", "--delegate-deadline", "10m"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "mandate_verify.examples.agent",
+            "--endpoint",
+            world.agent.endpoint,
+            "--spiffe-id",
+            AI_ID,
+            "--server",
+            world.address,
+            "--action",
+            "po.draft",
+            "--action",
+            "po.approve",
+            "--amount",
+            "120.00:EUR",
+            "--delegate-to",
+            "spiffe://example.org/ai/search",
+            "--delegate-action",
+            "po.read",
+            "--delegate-value-limit",
+            "50.00:EUR",
+            "--delegate-deadline",
+            "10m",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert run.returncode == 2, run.stderr
     assert [code(r) for r in lines[:2]] == [None, "action_not_granted"]
     assert lines[0]["body"]["connection"] == lines[1]["body"]["connection"], "one connection"
-    assert lines[2] == {"subtask": {"task_id": "task-sub-1", "parent_id": "task-4711",
-                                    "deadline_unix": 1_800_000_000, "depth": 1}}
+    assert lines[2] == {
+        "subtask": {
+            "task_id": "task-sub-1",
+            "parent_id": "task-4711",
+            "deadline_unix": 1_800_000_000,
+            "depth": 1,
+        }
+    }
     sent = world.agent.requests[0]
     assert (sent.target_id, list(sent.actions), sent.value_limit, sent.delegator_id) == (
-        "spiffe://example.org/ai/search", ["po.read"], "50.00:EUR", AI_ID)
+        "spiffe://example.org/ai/search",
+        ["po.read"],
+        "50.00:EUR",
+        AI_ID,
+    )
     assert abs(sent.deadline_unix - (time.time() + 600)) < 60
     assert "acting for user:alice@example.org on task task-4711" in run.stderr

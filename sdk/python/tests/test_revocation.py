@@ -51,7 +51,10 @@ def test_crls_that_do_not_verify_are_ignored() -> None:
 
 def test_bundles_are_concatenated_der() -> None:
     a, b = Authority(), Authority("b")
-    assert [c.subject for c in parse_bundle(der(a.cert) + der(b.cert))] == [a.cert.subject, b.cert.subject]
+    assert [c.subject for c in parse_bundle(der(a.cert) + der(b.cert))] == [
+        a.cert.subject,
+        b.cert.subject,
+    ]
     assert parse_bundle(b"\x30\x81") == []
 
 

@@ -74,12 +74,16 @@ def test_fails_closed_until_the_first_snapshot(tmp_path) -> None:
 
 
 def test_snapshots_closed_set_and_staleness_from_as_of(agent: FakeAgent) -> None:
-    agent.first_status = TaskStatusSnapshot(closed_task_ids=["task-2"], sequence=1, as_of_unix_ms=now_ms())
+    agent.first_status = TaskStatusSnapshot(
+        closed_task_ids=["task-2"], sequence=1, as_of_unix_ms=now_ms()
+    )
     with TaskStatusWatcher(agent.endpoint, staleness=0.5) as watcher:
         assert watcher.wait_ready(5), "the watcher sent the header and got a snapshot"
         assert code(watcher, "task-1") is None
         assert code(watcher, "task-2") == "task_closed"
-        agent.status.push(TaskStatusSnapshot(closed_task_ids=["task-1"], sequence=2, as_of_unix_ms=now_ms()))
+        agent.status.push(
+            TaskStatusSnapshot(closed_task_ids=["task-1"], sequence=2, as_of_unix_ms=now_ms())
+        )
         assert wait_for(lambda: code(watcher, "task-1") == "task_closed")
         assert code(watcher, "task-2") is None
         # No heartbeat: the view goes stale by itself, counted from as_of.
@@ -99,10 +103,14 @@ def test_reconnects_after_the_agent_restarts(tmp_path) -> None:
     with TaskStatusWatcher(f"unix://{path}", staleness=1.0, max_backoff=0.2) as watcher:
         assert watcher.wait_ready(5)
         first.stop()
-        assert wait_for(lambda: code(watcher) == "status_stale", timeout=3), "fails closed without the agent"
+        assert wait_for(
+            lambda: code(watcher) == "status_stale", timeout=3
+        ), "fails closed without the agent"
         second = FakeAgent(path)
         try:
-            second.first_status = TaskStatusSnapshot(closed_task_ids=["task-1"], sequence=7, as_of_unix_ms=now_ms())
+            second.first_status = TaskStatusSnapshot(
+                closed_task_ids=["task-1"], sequence=7, as_of_unix_ms=now_ms()
+            )
             assert wait_for(lambda: code(watcher) == "task_closed", timeout=5)
             assert watcher.latest().sequence == 7
         finally:

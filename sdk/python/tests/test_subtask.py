@@ -31,9 +31,16 @@ def test_open_and_close_send_every_field_with_the_header(agent: FakeAgent) -> No
         assert opened == Subtask("task-sub-1", "task-4711", 1_800_000_000, 1)
         sent = agent.requests[0]
         assert (sent.target_id, list(sent.actions), sent.purpose) == (
-            "spiffe://example.org/ai/search", ["po.read"], "find suppliers")
-        assert (sent.value_limit, sent.deadline_unix, sent.delegator_id, sent.delegator_task_id) == (
-            "50.00:EUR", 1_799_999_000, "spiffe://example.org/ai/procurement", "task-4711")
+            "spiffe://example.org/ai/search",
+            ["po.read"],
+            "find suppliers",
+        )
+        assert (
+            sent.value_limit,
+            sent.deadline_unix,
+            sent.delegator_id,
+            sent.delegator_task_id,
+        ) == ("50.00:EUR", 1_799_999_000, "spiffe://example.org/ai/procurement", "task-4711")
         closed = client.close_subtask("task-sub-1", reason="done")
         assert closed.task_id == "task-sub-1"
         assert (agent.requests[1].task_id, agent.requests[1].reason) == ("task-sub-1", "done")

@@ -99,7 +99,8 @@ class Reader:
         if not content:
             raise DerError(f"{what}: empty integer")
         if len(content) > 1 and (
-            (content[0] == 0x00 and content[1] < 0x80) or (content[0] == 0xFF and content[1] >= 0x80)
+            (content[0] == 0x00 and content[1] < 0x80)
+            or (content[0] == 0xFF and content[1] >= 0x80)
         ):
             raise DerError(f"{what}: integer has a redundant leading byte (not DER)")
         value = int.from_bytes(content, "big", signed=True)

@@ -83,9 +83,7 @@ class Verifier:
             self.revocation.check(caller.certificate)
 
 
-def check_grant(
-    delegation: Delegation, action: str, amount: ValueLimit | None, now: float
-) -> None:
+def check_grant(delegation: Delegation, action: str, amount: ValueLimit | None, now: float) -> None:
     """The pure checks of a grant at `now` (unix seconds): deadline, depth, action (exact
     match) and amount (a limit exists, same currency, within it). Raises the first `Refusal`.
     """

@@ -63,11 +63,15 @@ def delegation_from_claim(claim: Any) -> Delegation:
     task = _object(_member(c, "task"), "task")
     actions = _list(_member(c, "actions"), "actions")
     if len(actions) > MAX_ACTIONS:
-        raise DelegationError("actions", f"delegation has {len(actions)} actions, at most {MAX_ACTIONS}")
+        raise DelegationError(
+            "actions", f"delegation has {len(actions)} actions, at most {MAX_ACTIONS}"
+        )
     chain_json = c.get("chain", [])
     chain = _list(chain_json, "chain")
     if len(chain) > MAX_CHAIN:
-        raise DelegationError("chain_length", f"delegation chain has {len(chain)} links, at most {MAX_CHAIN}")
+        raise DelegationError(
+            "chain_length", f"delegation chain has {len(chain)} links, at most {MAX_CHAIN}"
+        )
     value_limit = None
     if c.get("value_limit") is not None:
         v = _object(c["value_limit"], "value_limit")

@@ -207,9 +207,7 @@ def _time(unix_seconds: int) -> bytes:
 
 
 def _principal_der(p: Principal) -> bytes:
-    return _der.tlv(
-        _der.SEQUENCE, _der.integer(p.kind.number, _der.ENUMERATED) + _utf8(p.id)
-    )
+    return _der.tlv(_der.SEQUENCE, _der.integer(p.kind.number, _der.ENUMERATED) + _utf8(p.id))
 
 
 def _read_principal(reader: Reader, what: str) -> Principal:
@@ -275,4 +273,3 @@ def _decode(data: bytes) -> Delegation:
             raise DelegationError("chain_length", "delegation chain is present but empty")
     r.finish("MandateDelegation (unknown or misordered field)")
     return Delegation(principal, task, tuple(actions), value_limit, approval, tuple(chain))
-

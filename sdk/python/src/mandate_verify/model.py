@@ -191,7 +191,8 @@ class ValueLimit:
         match = _AMOUNT.fullmatch(amount) if sep else None
         if match is None:
             raise DelegationError(
-                "currency", f"invalid value limit {text!r}: expected <amount>:<CODE>, e.g. 500.00:EUR"
+                "currency",
+                f"invalid value limit {text!r}: expected <amount>:<CODE>, e.g. 500.00:EUR",
             )
         whole, frac = match.group(1), match.group(2) or ""
         minor = int(whole) * 100 + (int(frac.ljust(2, "0")) if frac else 0)

@@ -42,7 +42,10 @@ class Refusal(Exception):
         return {"refused": self.code, "reason": self.message}
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Refusal) and (self.code, self.message) == (other.code, other.message)
+        return isinstance(other, Refusal) and (self.code, self.message) == (
+            other.code,
+            other.message,
+        )
 
     def __hash__(self) -> int:
         return hash((self.code, self.message))

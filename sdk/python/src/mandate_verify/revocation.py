@@ -54,7 +54,9 @@ def parse_bundle(bundle: bytes) -> list[x509.Certificate]:
     return certs
 
 
-def revoked_serials(crls: Iterable[bytes], authorities: Iterable[x509.Certificate]) -> RevokedSerials:
+def revoked_serials(
+    crls: Iterable[bytes], authorities: Iterable[x509.Certificate]
+) -> RevokedSerials:
     """The serials of every CRL whose signature verifies with one of `authorities` (whose
     subject is the CRL's issuer). CRLs that do not parse or verify are ignored and logged."""
     authorities = list(authorities)
@@ -65,10 +67,10 @@ def revoked_serials(crls: Iterable[bytes], authorities: Iterable[x509.Certificat
         except ValueError as error:
             _log.warning("ignoring a CRL that does not parse: %s", error)
             continue
-        if not any(
-            ca.subject == crl.issuer and _signed_by(crl, ca) for ca in authorities
-        ):
-            _log.warning("ignoring a CRL of %s: no CA of the bundle signed it", crl.issuer.rfc4514_string())
+        if not any(ca.subject == crl.issuer and _signed_by(crl, ca) for ca in authorities):
+            _log.warning(
+                "ignoring a CRL of %s: no CA of the bundle signed it", crl.issuer.rfc4514_string()
+            )
             continue
         serials = by_issuer.setdefault(crl.issuer.public_bytes(), set())
         serials.update(entry.serial_number for entry in crl)
@@ -90,7 +92,9 @@ class CrlWatcher:
     serials of its `crl` field. Until a first message arrives it refuses nothing (the
     task-status view is the fail-closed path); reconnects with backoff."""
 
-    def __init__(self, endpoint: str | None = None, initial_backoff: float = 0.1, max_backoff: float = 2.0) -> None:
+    def __init__(
+        self, endpoint: str | None = None, initial_backoff: float = 0.1, max_backoff: float = 2.0
+    ) -> None:
         self.target = grpc_target(endpoint)
         self._revoked = RevokedSerials()
         self._initial_backoff = initial_backoff
@@ -134,13 +138,17 @@ class CrlWatcher:
             try:
                 with grpc.insecure_channel(self.target) as channel:
                     stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
-                    call = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=WORKLOAD_HEADER)
+                    call = stub.FetchX509SVID(
+                        workload_pb2.X509SVIDRequest(), metadata=WORKLOAD_HEADER
+                    )
                     with self._lock:
                         if self._stop.is_set():
                             return
                         self._call = call
                     for message in call:
-                        authorities = [ca for svid in message.svids for ca in parse_bundle(svid.bundle)]
+                        authorities = [
+                            ca for svid in message.svids for ca in parse_bundle(svid.bundle)
+                        ]
                         self._revoked = revoked_serials(message.crl, authorities)
                         self._ready.set()
                         backoff = self._initial_backoff

@@ -70,9 +70,7 @@ class Snapshot:
     as_of_unix_ms: int
 
 
-def check_snapshot(
-    snapshot: Snapshot | None, staleness: float, task_id: str, now: float
-) -> None:
+def check_snapshot(snapshot: Snapshot | None, staleness: float, task_id: str, now: float) -> None:
     """The pure decision behind `TaskStatusWatcher.check`, at `now` (unix seconds).
 
     Raises `Refusal` status_unavailable without a snapshot, status_stale when its `as_of` is
@@ -112,7 +110,9 @@ class TaskStatusWatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._call: grpc.Future | None = None
-        self._thread = threading.Thread(target=self._follow, name="mandate-task-status", daemon=True)
+        self._thread = threading.Thread(
+            target=self._follow, name="mandate-task-status", daemon=True
+        )
         self._thread.start()
 
     def latest(self) -> Snapshot | None:

@@ -64,7 +64,9 @@ def current_svid(source: X509Source, timeout: float = 0.0) -> X509Svid:
         time.sleep(0.05)
 
 
-def check_peer_svid(leaf_der: bytes | None, trust_domain: str, expected_id: str | None = None) -> SpiffeId:
+def check_peer_svid(
+    leaf_der: bytes | None, trust_domain: str, expected_id: str | None = None
+) -> SpiffeId:
     """Checks a peer leaf that OpenSSL already chained to the bundle: exactly one SPIFFE ID,
     in `trust_domain`, not a CA, and (when given) equal to `expected_id`. Raises `PeerError`."""
     if not leaf_der:
@@ -133,7 +135,9 @@ class SvidContexts:
             cached = self._cache.get(server_side)
             if cached is not None and cached[0] == key:
                 return cached[1]
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+            context = ssl.SSLContext(
+                ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT
+            )
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.check_hostname = False
             context.verify_mode = ssl.CERT_REQUIRED

@@ -33,7 +33,9 @@ def call(connection: http.client.HTTPConnection, action: str, amount: str | None
     method, path = route_for(action)
     body = json.dumps({"amount": amount}) if amount else ""
     started = time.monotonic()
-    connection.request(method, path, body=body, headers={"Host": "po-service", "Content-Type": "application/json"})
+    connection.request(
+        method, path, body=body, headers={"Host": "po-service", "Content-Type": "application/json"}
+    )
     response = connection.getresponse()
     data = response.read()
     elapsed_ms = round((time.monotonic() - started) * 1000, 2)
@@ -41,8 +43,14 @@ def call(connection: http.client.HTTPConnection, action: str, amount: str | None
         parsed = json.loads(data)
     except ValueError:
         parsed = data.decode("utf-8", "replace")
-    return {"action": action, "amount": amount, "status": response.status,
-            "allowed": response.status == 200, "body": parsed, "elapsed_ms": elapsed_ms}
+    return {
+        "action": action,
+        "amount": amount,
+        "status": response.status,
+        "allowed": response.status == 200,
+        "body": parsed,
+        "elapsed_ms": elapsed_ms,
+    }
 
 
 def connect(contexts: SvidContexts, server: str, server_id: str) -> http.client.HTTPSConnection:
@@ -55,19 +63,52 @@ def connect(contexts: SvidContexts, server: str, server_id: str) -> http.client.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agent", description="An AI agent that calls po-service under its task-bound SVID and delegates a step.")
+    parser = argparse.ArgumentParser(
+        prog="agent",
+        description="An AI agent that calls po-service under its task-bound SVID and delegates a step.",
+    )
     parser.add_argument("--server", default="127.0.0.1:8443", help="po-service address, HOST:PORT")
-    parser.add_argument("--server-id", default="spiffe://example.org/po-service", help="the SPIFFE ID po-service must present")
-    parser.add_argument("--endpoint", default=os.environ.get("SPIFFE_ENDPOINT_SOCKET"), help="the Workload API socket, unix:///path")
+    parser.add_argument(
+        "--server-id",
+        default="spiffe://example.org/po-service",
+        help="the SPIFFE ID po-service must present",
+    )
+    parser.add_argument(
+        "--endpoint",
+        default=os.environ.get("SPIFFE_ENDPOINT_SOCKET"),
+        help="the Workload API socket, unix:///path",
+    )
     parser.add_argument("--spiffe-id", help="the SVID to call with when the workload holds several")
-    parser.add_argument("--action", action="append", default=[], help="an action to call, e.g. po.draft (repeatable; each call on one connection)")
+    parser.add_argument(
+        "--action",
+        action="append",
+        default=[],
+        help="an action to call, e.g. po.draft (repeatable; each call on one connection)",
+    )
     parser.add_argument("--amount", help="the amount of the calls, e.g. 120.00:EUR")
-    parser.add_argument("--delegate-to", metavar="SPIFFE_ID", help="open a sub-task for this delegate entry")
-    parser.add_argument("--delegate-action", action="append", default=[], help="an action of the sub-task (repeatable)")
+    parser.add_argument(
+        "--delegate-to", metavar="SPIFFE_ID", help="open a sub-task for this delegate entry"
+    )
+    parser.add_argument(
+        "--delegate-action",
+        action="append",
+        default=[],
+        help="an action of the sub-task (repeatable)",
+    )
     parser.add_argument("--delegate-purpose", default="", help="the sub-task's purpose")
-    parser.add_argument("--delegate-value-limit", default="", help="the sub-task's value limit, e.g. 50.00:EUR (default: the delegator's)")
-    parser.add_argument("--delegate-deadline", type=parse_duration, help="the sub-task's deadline from now, e.g. 10m (default: the delegator's)")
-    parser.add_argument("--svid-timeout", type=parse_duration, default=30.0, help="how long to wait for an SVID")
+    parser.add_argument(
+        "--delegate-value-limit",
+        default="",
+        help="the sub-task's value limit, e.g. 50.00:EUR (default: the delegator's)",
+    )
+    parser.add_argument(
+        "--delegate-deadline",
+        type=parse_duration,
+        help="the sub-task's deadline from now, e.g. 10m (default: the delegator's)",
+    )
+    parser.add_argument(
+        "--svid-timeout", type=parse_duration, default=30.0, help="how long to wait for an SVID"
+    )
     args = parser.parse_args(argv)
     if not args.endpoint:
         parser.error("--endpoint is required (or set SPIFFE_ENDPOINT_SOCKET)")
@@ -84,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
             if delegation is None:
                 print(f"agent: SVID {svid.spiffe_id} (no delegation)", file=sys.stderr)
             else:
-                print(f"agent: SVID {svid.spiffe_id} acting for {delegation.principal} on task "
-                      f"{delegation.task.id} ({delegation.task.purpose})", file=sys.stderr)
+                print(
+                    f"agent: SVID {svid.spiffe_id} acting for {delegation.principal} on task "
+                    f"{delegation.task.id} ({delegation.task.purpose})",
+                    file=sys.stderr,
+                )
         except DelegationError as error:
             print(f"agent: SVID {svid.spiffe_id} with a bad delegation: {error}", file=sys.stderr)
 

@@ -22,7 +22,15 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .. import CrlWatcher, DelegationError, DelegationPolicy, Refusal, TaskStatusWatcher, ValueLimit, Verifier
+from .. import (
+    CrlWatcher,
+    DelegationError,
+    DelegationPolicy,
+    Refusal,
+    TaskStatusWatcher,
+    ValueLimit,
+    Verifier,
+)
 from ..caller import CallerIdentity
 from ..tls import PeerError, SvidContexts, check_peer_svid, current_svid, x509_source
 from .routes import action_for, parse_duration
@@ -35,7 +43,14 @@ class PoHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def __init__(self, *args: Any, caller: CallerIdentity | Refusal, connection: int, verifier: Verifier, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        caller: CallerIdentity | Refusal,
+        connection: int,
+        verifier: Verifier,
+        **kwargs: Any,
+    ) -> None:
         self.caller = caller
         self.connection_number = connection
         self.verifier = verifier
@@ -73,11 +88,35 @@ class PoHandler(BaseHTTPRequestHandler):
         try:
             self.verifier.authorize(caller, action, amount)
         except Refusal as refusal:
-            _log.warning("refused principal=%s task=%s action=%s amount=%s: %s (%s)", principal, task, action, amount or "-", refusal.code, refusal)
+            _log.warning(
+                "refused principal=%s task=%s action=%s amount=%s: %s (%s)",
+                principal,
+                task,
+                action,
+                amount or "-",
+                refusal.code,
+                refusal,
+            )
             return self._refuse(refusal)
-        _log.info("allowed principal=%s task=%s action=%s amount=%s caller=%s", principal, task, action, amount or "-", caller.spiffe_id)
-        self._reply(200, {"ok": True, "action": action, "principal": principal, "task": task,
-                          "amount": str(amount) if amount else None, "connection": self.connection_number})
+        _log.info(
+            "allowed principal=%s task=%s action=%s amount=%s caller=%s",
+            principal,
+            task,
+            action,
+            amount or "-",
+            caller.spiffe_id,
+        )
+        self._reply(
+            200,
+            {
+                "ok": True,
+                "action": action,
+                "principal": principal,
+                "task": task,
+                "amount": str(amount) if amount else None,
+                "connection": self.connection_number,
+            },
+        )
 
     def _refuse(self, refusal: Refusal) -> None:
         body = refusal.to_json()
@@ -136,7 +175,9 @@ class PoServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], contexts: SvidContexts, verifier: Verifier) -> None:
+    def __init__(
+        self, address: tuple[str, int], contexts: SvidContexts, verifier: Verifier
+    ) -> None:
         self.contexts = contexts
         self.verifier = verifier
         self._numbers = itertools.count(1)
@@ -150,16 +191,27 @@ class PoServer(ThreadingHTTPServer):
             tls = self.contexts.server().wrap_socket(request, server_side=True)
             check_peer_svid(tls.getpeercert(binary_form=True), self.contexts.trust_domain)
         except (OSError, ssl.SSLError, PeerError) as error:
-            _log.info("connection %d from %s ended: tls handshake: %s", connection, client_address, error)
+            _log.info(
+                "connection %d from %s ended: tls handshake: %s", connection, client_address, error
+            )
             return
         tls.settimeout(None)
         try:
-            caller: CallerIdentity | Refusal = self.verifier.caller(tls.getpeercert(binary_form=True))
-            _log.info("connection %d: caller %s delegated=%s", connection, caller.spiffe_id, caller.delegation is not None)
+            caller: CallerIdentity | Refusal = self.verifier.caller(
+                tls.getpeercert(binary_form=True)
+            )
+            _log.info(
+                "connection %d: caller %s delegated=%s",
+                connection,
+                caller.spiffe_id,
+                caller.delegation is not None,
+            )
         except Refusal as refusal:
             _log.warning("connection %d from a refused identity: %s", connection, refusal)
             caller = refusal
-        handler = functools.partial(PoHandler, caller=caller, connection=connection, verifier=self.verifier)
+        handler = functools.partial(
+            PoHandler, caller=caller, connection=connection, verifier=self.verifier
+        )
         try:
             handler(tls, client_address, self)
         finally:
@@ -170,14 +222,41 @@ class PoServer(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="po-service", description="A purchase-order service that authorizes delegated AI agents with mandate-verify.")
-    parser.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (port 0 picks a free port; the chosen address is printed)")
-    parser.add_argument("--endpoint", default=os.environ.get("SPIFFE_ENDPOINT_SOCKET"), help="the local agent's Workload API socket, unix:///path (env SPIFFE_ENDPOINT_SOCKET)")
-    parser.add_argument("--spiffe-id", help="the SVID to serve with when the workload holds several")
-    parser.add_argument("--require-delegation-under", action="append", metavar="PREFIX", help="SPIFFE ID path prefixes whose callers must carry a delegation (repeatable; default /ai)")
-    parser.add_argument("--staleness", default="15s", type=parse_duration, help="refuse every delegated caller once the newest task-status snapshot is older than this")
+    parser = argparse.ArgumentParser(
+        prog="po-service",
+        description="A purchase-order service that authorizes delegated AI agents with mandate-verify.",
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8443",
+        help="HOST:PORT (port 0 picks a free port; the chosen address is printed)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        default=os.environ.get("SPIFFE_ENDPOINT_SOCKET"),
+        help="the local agent's Workload API socket, unix:///path (env SPIFFE_ENDPOINT_SOCKET)",
+    )
+    parser.add_argument(
+        "--spiffe-id", help="the SVID to serve with when the workload holds several"
+    )
+    parser.add_argument(
+        "--require-delegation-under",
+        action="append",
+        metavar="PREFIX",
+        help="SPIFFE ID path prefixes whose callers must carry a delegation (repeatable; default /ai)",
+    )
+    parser.add_argument(
+        "--staleness",
+        default="15s",
+        type=parse_duration,
+        help="refuse every delegated caller once the newest task-status snapshot is older than this",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=os.environ.get("MANDATE_LOG", "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("MANDATE_LOG", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not args.endpoint:
         parser.error("--endpoint is required (or set SPIFFE_ENDPOINT_SOCKET)")
     host, sep, port = args.listen.rpartition(":")

@@ -10,7 +10,12 @@ __all__ = ["PO_ACTIONS", "action_for", "route_for", "parse_duration"]
 #: The actions the purchase-order service knows.
 PO_ACTIONS = ("po.draft", "po.read", "po.approve", "po.submit")
 
-_POST_ROUTES = {"draft": "po.draft", "approve": "po.approve", "submit": "po.submit", "read": "po.read"}
+_POST_ROUTES = {
+    "draft": "po.draft",
+    "approve": "po.approve",
+    "submit": "po.submit",
+    "read": "po.read",
+}
 
 
 def action_for(method: str, path: str) -> str | None:
