@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from spiffe._proto import workload_pb2
 

@@ -10,7 +10,6 @@ import unicodedata
 from dataclasses import dataclass
 
 from spiffe import SpiffeId
-from spiffe.errors import ArgumentError
 from spiffe.errors import PySpiffeError
 
 __all__ = [
@@ -75,7 +74,7 @@ def parse_spiffe_id(text: str) -> SpiffeId:
         raise DelegationError("principal", f"SPIFFE ID is longer than {MAX_SPIFFE_ID_LEN} bytes")
     try:
         return SpiffeId(text)
-    except (PySpiffeError, ArgumentError, ValueError) as error:
+    except (PySpiffeError, ValueError) as error:
         raise DelegationError("principal", f"invalid SPIFFE ID: {error}") from None
 
 

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa, ed25519, padding
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
 from ._der import DerError, split_concatenated

@@ -41,11 +41,12 @@ def x509_source(
     if spiffe_id is not None:
         wanted = SpiffeId(spiffe_id)
 
-        def picker(svids: list) -> object:  # type: ignore[no-redef]
+        def pick(svids: list) -> object:
             # None (not an error) while the SVID has not arrived: py-spiffe would close the
             # source for good on an exception; `current_svid` waits for it instead.
             return next((svid for svid in svids if svid.spiffe_id == wanted), None)
 
+        picker = pick
     return X509Source(socket_path=endpoint, timeout_in_seconds=timeout, svid_picker=picker)
 
 
