@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/workload.proto",
         "proto/taskstatus.proto",
+        "proto/delegation.proto",
         "proto/types.proto",
         "proto/agent.proto",
         "proto/admin.proto",
