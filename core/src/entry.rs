@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use spiffe::{SpiffeId, TrustDomain};
 
-use crate::ids::{EntryId, IdError, TaskId, parse_spiffe_id};
+use crate::ids::{EntryId, IdError, TaskId, is_reserved, parse_spiffe_id};
 use crate::selector::{Selector, SelectorError};
 
 /// Shortest TTL an entry may ask for.
@@ -45,6 +45,11 @@ pub enum EntryError {
         /// The offending ID.
         id: String,
     },
+    /// The SPIFFE ID lies under `/mandate/`, which is reserved for the server and the agents.
+    #[error(
+        "spiffe_id: {0} lies under /mandate/, which is reserved for the server's and the agents' own identities"
+    )]
+    Reserved(String),
     /// The entry has no selector.
     #[error("selectors: an entry needs at least one selector")]
     NoSelectors,
@@ -129,9 +134,10 @@ impl Entry {
     /// Builds an entry from a spec, with a fresh [`EntryId`].
     ///
     /// # Errors
-    /// When a SPIFFE ID does not parse, is outside `trust_domain` or has an empty path; there
-    /// is no selector or one does not parse; a TTL is outside 1 s ..= 30 days; the task ID,
-    /// a DNS name or the hint is invalid.
+    /// When a SPIFFE ID does not parse, is outside `trust_domain` or has an empty path; the
+    /// SPIFFE ID lies under the reserved `/mandate/` (DESIGN 3.7); there is no selector or one
+    /// does not parse; a TTL is outside 1 s ..= 30 days; the task ID, a DNS name or the hint is
+    /// invalid.
     pub fn from_spec(
         spec: EntrySpec,
         trust_domain: &TrustDomain,
@@ -139,6 +145,9 @@ impl Entry {
         now: SystemTime,
     ) -> Result<Self, EntryError> {
         let spiffe_id = member_id("spiffe_id", &spec.spiffe_id, trust_domain)?;
+        if is_reserved(&spiffe_id) {
+            return Err(EntryError::Reserved(spiffe_id.to_string()));
+        }
         let parent_id = member_id("parent_id", &spec.parent_id, trust_domain)?;
         if spec.selectors.is_empty() {
             return Err(EntryError::NoSelectors);
@@ -306,7 +315,53 @@ mod tests {
                 "2049-byte id",
                 Box::new(move |s| s.spiffe_id = long_id.clone()),
             ),
+            (
+                "server id",
+                Box::new(|s| s.spiffe_id = "spiffe://example.org/mandate/server".into()),
+            ),
+            (
+                "agent id",
+                Box::new(|s| {
+                    s.spiffe_id = "spiffe://example.org/mandate/agent/join_token/abc".into();
+                }),
+            ),
+            (
+                "reserved root",
+                Box::new(|s| s.spiffe_id = "spiffe://example.org/mandate".into()),
+            ),
+            (
+                "uppercase td",
+                Box::new(|s| s.spiffe_id = "spiffe://EXAMPLE.org/ai/buyer".into()),
+            ),
+            (
+                "uppercase parent td",
+                Box::new(|s| s.parent_id = "spiffe://Example.org/mandate/agent/a".into()),
+            ),
+            (
+                "double slash",
+                Box::new(|s| s.spiffe_id = "spiffe://example.org/ai//buyer".into()),
+            ),
+            (
+                "dot segment",
+                Box::new(|s| s.spiffe_id = "spiffe://example.org/ai/../buyer".into()),
+            ),
             ("no selector", Box::new(|s| s.selectors.clear())),
+            (
+                "uid not a number",
+                Box::new(|s| s.selectors = vec!["unix:uid:root".into()]),
+            ),
+            (
+                "gid negative",
+                Box::new(|s| s.selectors = vec!["unix:gid:-1".into()]),
+            ),
+            (
+                "short sha256",
+                Box::new(|s| s.selectors = vec![format!("unix:sha256:{}", "a".repeat(63))]),
+            ),
+            (
+                "relative path",
+                Box::new(|s| s.selectors = vec!["unix:path:bin/agent".into()]),
+            ),
             (
                 "bad selector",
                 Box::new(|s| s.selectors = vec!["k8s:ns:x".into()]),

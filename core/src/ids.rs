@@ -31,21 +31,73 @@ pub enum IdError {
     /// A SPIFFE ID did not parse.
     #[error("invalid SPIFFE ID: {0}")]
     SpiffeId(String),
+    /// A SPIFFE ID whose scheme or trust domain is not lowercase.
+    #[error("invalid SPIFFE ID {0:?}: the scheme and trust domain must be lowercase")]
+    NotLowercase(String),
+}
+
+/// The path prefix reserved for the server's and the agents' own identities (DESIGN 3.7).
+pub const RESERVED_PATH: &str = "/mandate";
+
+/// The path prefix of every agent's SPIFFE ID (DESIGN 3.5, 3.7).
+pub const AGENT_PATH: &str = "/mandate/agent/";
+
+/// The path of the server's own SPIFFE ID; with several servers, `/mandate/server/<name>`.
+pub const SERVER_PATH: &str = "/mandate/server";
+
+/// True when `id` is `/mandate` or lies under `/mandate/`, the paths no registration entry may
+/// take (DESIGN 3.7, "Input rules").
+pub fn is_reserved(id: &SpiffeId) -> bool {
+    let path = id.path();
+    path == RESERVED_PATH
+        || path
+            .strip_prefix(RESERVED_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// True when `id` lies under `/mandate/agent/`: the only IDs agents are given and the only
+/// client certificates the agent API accepts (DESIGN 3.7).
+pub fn is_agent_id(id: &SpiffeId) -> bool {
+    id.path()
+        .strip_prefix(AGENT_PATH)
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+/// True when `id` is `/mandate/server` or `/mandate/server/<name>` (one segment): the IDs an
+/// agent accepts from its server (DESIGN 3.7, 4).
+pub fn is_server_id(id: &SpiffeId) -> bool {
+    match id.path().strip_prefix(SERVER_PATH) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('/')
+            .is_some_and(|name| !name.is_empty() && !name.contains('/')),
+        None => false,
+    }
 }
 
 /// Parses a SPIFFE ID with the `spiffe` crate and also enforces the 2048-byte limit of
 /// [SPIFFE-ID.md section 2.3](https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md#23-maximum-spiffe-id-length),
-/// which the crate's parser does not check.
+/// which the crate's parser does not check, and the lowercase scheme and trust domain of
+/// [section 2.1](https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md#21-trust-domain),
+/// which the crate accepts in any case and folds to lowercase.
 ///
 /// # Errors
-/// [`IdError::TooLong`] over 2048 bytes, [`IdError::SpiffeId`] when the text is not a SPIFFE ID.
+/// [`IdError::TooLong`] over 2048 bytes, [`IdError::SpiffeId`] when the text is not a SPIFFE ID,
+/// [`IdError::NotLowercase`] when its scheme or trust domain holds an uppercase letter.
 pub fn parse_spiffe_id(text: &str) -> Result<SpiffeId, IdError> {
     if text.len() > MAX_SPIFFE_ID_LEN {
         return Err(IdError::TooLong {
             max: MAX_SPIFFE_ID_LEN,
         });
     }
-    SpiffeId::new(text).map_err(|e| IdError::SpiffeId(e.to_string()))
+    let id = SpiffeId::new(text).map_err(|e| IdError::SpiffeId(e.to_string()))?;
+    // The crate keeps the path as written and lowercases only the scheme and trust domain, so
+    // the canonical text differs from the input exactly when one of those had an uppercase
+    // letter.
+    if id.to_string() != text {
+        return Err(IdError::NotLowercase(text.to_owned()));
+    }
+    Ok(id)
 }
 
 fn check_id(text: &str, extra: &[char]) -> Result<(), IdError> {
@@ -209,5 +261,72 @@ mod tests {
             parse_spiffe_id("http://x/y"),
             Err(IdError::SpiffeId(_))
         ));
+    }
+
+    #[test]
+    fn spiffe_id_syntax_table() {
+        // (text, accepted): SPIFFE-ID.md 2.1 (lowercase trust domain) and 2.2 (path segments).
+        let cases: &[(&str, bool)] = &[
+            ("spiffe://example.org/ai/buyer", true),
+            ("spiffe://example.org/Ai/Buyer", true),
+            ("spiffe://ex-ample_1.org/a", true),
+            ("spiffe://EXAMPLE.org/ai", false),
+            ("spiffe://Example.org", false),
+            ("SPIFFE://example.org/ai", false),
+            ("Spiffe://example.org/ai", false),
+            ("spiffe://example.org/a//b", false),
+            ("spiffe://example.org/a/", false),
+            ("spiffe://example.org/./a", false),
+            ("spiffe://example.org/a/..", false),
+            ("spiffe://example.org/a b", false),
+            ("spiffe://example.org:8080/a", false),
+            ("spiffe://user@example.org/a", false),
+            ("spiffe://example.org/a?q", false),
+            ("spiffe://example.org/a#f", false),
+            ("spiffe:///a", false),
+            ("spiffe://", false),
+            ("", false),
+        ];
+        for (text, ok) in cases {
+            assert_eq!(parse_spiffe_id(text).is_ok(), *ok, "{text:?}");
+        }
+        assert!(matches!(
+            parse_spiffe_id("spiffe://EXAMPLE.org/ai"),
+            Err(IdError::NotLowercase(_))
+        ));
+    }
+
+    #[test]
+    fn reserved_paths_table() {
+        // (path, reserved, agent, server)
+        let cases: &[(&str, bool, bool, bool)] = &[
+            ("/ai/buyer", false, false, false),
+            ("/mandatory", false, false, false),
+            ("/mandate-x/y", false, false, false),
+            ("/x/mandate/agent/a", false, false, false),
+            ("/mandate", true, false, false),
+            ("/mandate/other", true, false, false),
+            ("/mandate/agent", true, false, false),
+            ("/mandate/agent/join_token/abc", true, true, false),
+            ("/mandate/agent/node-a", true, true, false),
+            ("/mandate/agents/a", true, false, false),
+            ("/mandate/server", true, false, true),
+            ("/mandate/server/s1", true, false, true),
+            ("/mandate/server/s1/x", true, false, false),
+            ("/mandate/servers", true, false, false),
+        ];
+        for (path, reserved, agent, server) in cases {
+            let id = parse_spiffe_id(&format!("spiffe://example.org{path}")).expect("valid id");
+            assert_eq!(is_reserved(&id), *reserved, "reserved {path}");
+            assert_eq!(is_agent_id(&id), *agent, "agent {path}");
+            assert_eq!(is_server_id(&id), *server, "server {path}");
+            // What an agent accepts as its server: only these, and only of its trust domain.
+            let td = spiffe::TrustDomain::new("example.org").expect("valid td");
+            let matcher = crate::tls::SpiffeIdMatcher::ServerOf(td);
+            assert_eq!(matcher.matches(&id), *server, "matcher {path}");
+            let elsewhere =
+                parse_spiffe_id(&format!("spiffe://other.org{path}")).expect("valid id");
+            assert!(!matcher.matches(&elsewhere), "other td {path}");
+        }
     }
 }

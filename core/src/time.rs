@@ -21,6 +21,16 @@ pub enum DurationError {
     /// The duration is zero.
     #[error("duration must be greater than zero")]
     Zero,
+    /// The duration is outside the range the flag allows.
+    #[error("duration {text:?} is out of range: it must be between {min} and {max}")]
+    OutOfRange {
+        /// The offending text.
+        text: String,
+        /// The shortest allowed, humantime-formatted.
+        min: String,
+        /// The longest allowed, humantime-formatted.
+        max: String,
+    },
 }
 
 /// Truncates a time down to whole seconds since the epoch (times before the epoch become the
@@ -46,13 +56,22 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
-/// The time `secs` whole seconds from the unix epoch.
-pub fn from_unix_seconds(secs: i64) -> SystemTime {
+/// The time `secs` whole seconds from the unix epoch, or `None` when the platform's
+/// `SystemTime` cannot hold it.
+pub fn checked_from_unix_seconds(secs: i64) -> Option<SystemTime> {
+    let magnitude = Duration::from_secs(secs.unsigned_abs());
     if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+        UNIX_EPOCH.checked_add(magnitude)
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+        UNIX_EPOCH.checked_sub(magnitude)
     }
+}
+
+/// The time `secs` whole seconds from the unix epoch. Never panics: a value the platform
+/// cannot hold (such as `i64::MIN`) becomes the epoch, so range checks on the result refuse it
+/// rather than the conversion crashing. Use [`checked_from_unix_seconds`] to tell.
+pub fn from_unix_seconds(secs: i64) -> SystemTime {
+    checked_from_unix_seconds(secs).unwrap_or(UNIX_EPOCH)
 }
 
 /// The notAfter of an SVID: the earliest of `now + ttl`, the task deadline and the CA's
@@ -141,6 +160,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::Zero);
     }
     Ok(d)
+}
+
+/// Parses a humantime duration and checks that it lies in `min..=max`.
+///
+/// # Errors
+/// [`DurationError::Invalid`] when the text does not parse, [`DurationError::Zero`] for zero,
+/// [`DurationError::OutOfRange`] outside `min..=max`.
+pub fn parse_duration_within(
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, DurationError> {
+    let d = parse_duration(text)?;
+    if (min..=max).contains(&d) {
+        Ok(d)
+    } else {
+        Err(DurationError::OutOfRange {
+            text: text.to_owned(),
+            min: humantime::format_duration(min).to_string(),
+            max: humantime::format_duration(max).to_string(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -253,5 +294,48 @@ mod tests {
             parse_duration(""),
             Err(DurationError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn bounded_durations_table() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(86_400));
+        // (text, accepted): zero, the edges, one past each edge, absurd and overflowing values.
+        let cases = [
+            ("0s", false),
+            ("500ms", false),
+            ("1s", true),
+            ("24h", true),
+            ("1day", true),
+            ("86401s", false),
+            ("10000y", false),
+            ("500000000000y", false),
+            ("99999999999999999999999y", false),
+            ("-1s", false),
+            ("1", false),
+        ];
+        for (text, ok) in cases {
+            assert_eq!(
+                parse_duration_within(text, min, max).is_ok(),
+                ok,
+                "{text:?}"
+            );
+        }
+        let err = parse_duration_within("2days", min, max).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "duration \"2days\" is out of range: it must be between 1s and 1day"
+        );
+    }
+
+    #[test]
+    fn unix_seconds_conversion_never_panics() {
+        for secs in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+            let t = from_unix_seconds(secs);
+            if let Some(exact) = checked_from_unix_seconds(secs) {
+                assert_eq!(t, exact);
+            } else {
+                assert_eq!(t, UNIX_EPOCH);
+            }
+        }
     }
 }

@@ -64,6 +64,9 @@ pub enum SpiffeIdMatcher {
     Exact(SpiffeId),
     /// One of these SPIFFE IDs.
     OneOf(Vec<SpiffeId>),
+    /// A server of this trust domain: `/mandate/server` or `/mandate/server/<name>` (DESIGN
+    /// 3.7), what an agent accepts from its server.
+    ServerOf(TrustDomain),
 }
 
 impl SpiffeIdMatcher {
@@ -74,6 +77,7 @@ impl SpiffeIdMatcher {
             Self::TrustDomain(td) => id.is_member_of(td),
             Self::Exact(want) => want == id,
             Self::OneOf(list) => list.contains(id),
+            Self::ServerOf(td) => id.is_member_of(td) && crate::ids::is_server_id(id),
         }
     }
 }

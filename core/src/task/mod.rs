@@ -4,7 +4,7 @@
 mod values;
 
 use std::collections::HashSet;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,10 @@ pub use values::{Action, Approval, Currency, MAX_ACTION_LEN, TaskState, ValueLim
 pub const MAX_PURPOSE_LEN: usize = 256;
 /// Most actions a task may allow.
 pub const MAX_ACTIONS: usize = 64;
+/// How far ahead a task's deadline may lie (366 days, so `--deadline 1y` fits): an SVID never
+/// outlives its task, and a bounded deadline keeps every time the task yields printable and
+/// encodable (X.509 GeneralizedTime, RFC 3339).
+pub const MAX_TASK_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Errors from building a task or changing its state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +40,9 @@ pub enum TaskError {
     /// The deadline is not in the future.
     #[error("task deadline must be in the future")]
     DeadlineNotInFuture,
+    /// The deadline lies more than [`MAX_TASK_LIFETIME`] ahead.
+    #[error("task deadline must be at most 366 days ahead")]
+    DeadlineTooFar,
     /// The purpose is over 256 bytes.
     #[error("task purpose is longer than {MAX_PURPOSE_LEN} bytes")]
     PurposeTooLong,
@@ -118,11 +125,17 @@ impl Task {
     /// Opens a task from a spec: `Pending` when approval is required, else `Open`.
     ///
     /// # Errors
-    /// When the deadline is not after `now`, the purpose is over 256 bytes, or there are 0 or
-    /// more than 64 actions or a duplicate.
+    /// When the deadline is not after `now` or lies more than [`MAX_TASK_LIFETIME`] ahead, the
+    /// purpose is over 256 bytes, or there are 0 or more than 64 actions or a duplicate.
     pub fn open(spec: TaskSpec, now: SystemTime) -> Result<Self, TaskError> {
         if spec.deadline <= now {
             return Err(TaskError::DeadlineNotInFuture);
+        }
+        if now
+            .checked_add(MAX_TASK_LIFETIME)
+            .is_some_and(|latest| spec.deadline > latest)
+        {
+            return Err(TaskError::DeadlineTooFar);
         }
         if spec.purpose.len() > MAX_PURPOSE_LEN {
             return Err(TaskError::PurposeTooLong);
@@ -264,6 +277,17 @@ pub(crate) mod tests {
         let mut s = spec(false);
         s.deadline = t(1_000);
         assert_eq!(Task::open(s, t(1_000)), Err(TaskError::DeadlineNotInFuture));
+        // The deadline's edges: 1 s ahead and exactly the maximum open, one more second not.
+        let max = MAX_TASK_LIFETIME.as_secs();
+        for (ahead, ok) in [(1, true), (max, true), (max + 1, false), (u64::from(u32::MAX), false)] {
+            let mut s = spec(false);
+            s.deadline = t(1_000 + ahead);
+            let got = Task::open(s, t(1_000));
+            assert_eq!(got.is_ok(), ok, "{ahead} s ahead");
+            if !ok {
+                assert_eq!(got, Err(TaskError::DeadlineTooFar));
+            }
+        }
         let mut s = spec(false);
         s.purpose = "x".repeat(257);
         assert_eq!(Task::open(s, t(1_000)), Err(TaskError::PurposeTooLong));
