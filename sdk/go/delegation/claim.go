@@ -142,3 +142,18 @@ func (d *Delegation) MarshalClaim() ([]byte, error) {
 	}
 	return json.Marshal(c)
 }
+
+// FromJWTClaims reads the `delegation` claim from a JWT-SVID's claims, such as
+// go-spiffe's jwtsvid.SVID.Claims. It returns (nil, nil) when the claim is absent, and fails
+// as ParseClaim when it is present but malformed.
+func FromJWTClaims(claims map[string]any) (*Delegation, error) {
+	value, ok := claims["delegation"]
+	if !ok {
+		return nil, nil
+	}
+	data, err := json.Marshal(value)
+	if err != nil {
+		return nil, fmt.Errorf("%w: claim: %v", ErrMalformed, err)
+	}
+	return ParseClaim(data)
+}

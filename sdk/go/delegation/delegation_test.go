@@ -2,6 +2,7 @@ package delegation
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -205,5 +206,26 @@ func TestValueLimitText(t *testing.T) {
 	}
 	if s := (ValueLimit{AmountMinor: 12000, Currency: "EUR"}).String(); s != "120.00:EUR" {
 		t.Errorf("String: %s", s)
+	}
+}
+
+func TestFromJWTClaims(t *testing.T) {
+	claim, err := golden().MarshalClaim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var value any
+	if err := json.Unmarshal(claim, &value); err != nil {
+		t.Fatal(err)
+	}
+	d, err := FromJWTClaims(map[string]any{"sub": "spiffe://example.org/ai/a", "delegation": value})
+	if err != nil || !reflect.DeepEqual(d, golden()) {
+		t.Fatalf("%v %+v", err, d)
+	}
+	if d, err := FromJWTClaims(map[string]any{"sub": "x"}); d != nil || err != nil {
+		t.Fatalf("absent claim: %v %v", d, err)
+	}
+	if _, err := FromJWTClaims(map[string]any{"delegation": "not an object"}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("string claim: %v", err)
 	}
 }
