@@ -71,6 +71,9 @@ pub enum EntryError {
     /// The hint is over 256 bytes.
     #[error("hint: longer than {MAX_HINT_LEN} bytes")]
     HintTooLong,
+    /// A delegate entry (DESIGN 3.8) is also bound to a task of its own.
+    #[error("delegate_from: a delegate entry has no task of its own (drop --task)")]
+    DelegateWithTask,
 }
 
 /// The default TTLs used when an entry does not set its own.
@@ -101,6 +104,8 @@ pub struct EntrySpec {
     pub dns_names: Vec<String>,
     /// A hint for workloads holding several identities.
     pub hint: Option<String>,
+    /// SPIFFE IDs that may bind sub-tasks to this entry (DESIGN 3.8); empty for a plain entry.
+    pub delegate_from: Vec<String>,
 }
 
 /// A registration entry.
@@ -128,6 +133,14 @@ pub struct Entry {
     pub hint: Option<String>,
     /// When the entry was created.
     pub created_at: SystemTime,
+    /// SPIFFE IDs that may bind sub-tasks to this entry (DESIGN 3.8). A delegate entry has no
+    /// task of its own and issues nothing by itself: each open sub-task bound to it does.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "spiffe_id_list"
+    )]
+    pub delegate_from: Vec<SpiffeId>,
 }
 
 impl Entry {
@@ -172,6 +185,16 @@ impl Entry {
         if spec.hint.as_ref().is_some_and(|h| h.len() > MAX_HINT_LEN) {
             return Err(EntryError::HintTooLong);
         }
+        let mut delegate_from = spec
+            .delegate_from
+            .iter()
+            .map(|id| member_id("delegate_from", id, trust_domain))
+            .collect::<Result<Vec<_>, _>>()?;
+        delegate_from.sort_by_key(ToString::to_string);
+        delegate_from.dedup();
+        if !delegate_from.is_empty() && task_id.is_some() {
+            return Err(EntryError::DelegateWithTask);
+        }
         Ok(Self {
             id: EntryId::generate(),
             spiffe_id,
@@ -182,6 +205,7 @@ impl Entry {
             task_id,
             dns_names: spec.dns_names,
             hint: spec.hint,
+            delegate_from,
             created_at: now,
         })
     }
@@ -253,6 +277,28 @@ pub mod spiffe_id_text {
     }
 }
 
+/// Serde for a list of SPIFFE IDs as strings.
+mod spiffe_id_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use spiffe::SpiffeId;
+
+    pub(super) fn serialize<S: Serializer>(
+        ids: &[SpiffeId],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(ids.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<SpiffeId>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|text| crate::ids::parse_spiffe_id(text).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +321,33 @@ mod tests {
     fn build(spec: EntrySpec) -> Result<Entry, EntryError> {
         let td = TrustDomain::new("example.org").expect("valid");
         Entry::from_spec(spec, &td, DEFAULTS, UNIX_EPOCH)
+    }
+
+    #[test]
+    fn delegate_entries() {
+        let mut spec = good();
+        spec.delegate_from = vec![
+            "spiffe://example.org/ai/planner".into(),
+            "spiffe://example.org/ai/planner".into(),
+        ];
+        let entry = build(spec.clone()).expect("a delegate entry");
+        assert_eq!(entry.delegate_from.len(), 1, "deduplicated");
+        let json = serde_json::to_string(&entry).expect("serialize");
+        assert_eq!(serde_json::from_str::<Entry>(&json).expect("load"), entry);
+        spec.task_id = Some("task-1".into());
+        assert_eq!(build(spec.clone()), Err(EntryError::DelegateWithTask));
+        spec.task_id = None;
+        spec.delegate_from = vec!["spiffe://other.org/ai/planner".into()];
+        assert!(matches!(
+            build(spec),
+            Err(EntryError::WrongTrustDomain {
+                field: "delegate_from",
+                ..
+            })
+        ));
+        let plain = build(good()).expect("plain");
+        let json = serde_json::to_value(&plain).expect("serialize");
+        assert!(json.get("delegate_from").is_none(), "absent when empty");
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub struct TaskInfo {
 }
 
 /// An earlier hop of a delegation chain (audit only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Link {
     /// Who that hop acted for.
     pub principal: Principal,
@@ -142,7 +142,8 @@ pub struct Delegation {
 }
 
 impl Delegation {
-    /// The delegation an SVID for `task` carries: depth 0, no chain.
+    /// The delegation an SVID for `task` carries: for a root task depth 0 and no chain; for
+    /// a sub-task (DESIGN 3.8) its depth and the chain of the hops before it.
     pub fn for_task(task: &Task) -> Self {
         Self {
             principal: task.principal.clone(),
@@ -150,13 +151,17 @@ impl Delegation {
                 id: task.id.clone(),
                 purpose: task.purpose.clone(),
                 deadline: task.deadline,
-                depth: 0,
+                depth: task.lineage.as_ref().map_or(0, |l| l.depth),
                 max_depth: task.max_depth,
             },
             actions: task.actions.clone(),
             value_limit: task.value_limit,
             approval: task.approval.clone(),
-            chain: Vec::new(),
+            chain: task
+                .lineage
+                .as_ref()
+                .map(|l| l.chain.clone())
+                .unwrap_or_default(),
         }
     }
 

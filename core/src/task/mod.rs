@@ -1,6 +1,7 @@
 //! Tasks and their lifecycle (DESIGN 3.4): pending, open, closed, expired. Transitions are
 //! pure functions that take `now`; an illegal one is a typed error.
 
+mod subtask;
 mod values;
 
 use std::collections::HashSet;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::TaskId;
 use crate::principal::Principal;
+pub use subtask::{Lineage, SubtaskRefusal, SubtaskRequest, open_subtask};
 pub use values::{Action, Approval, Currency, MAX_ACTION_LEN, TaskState, ValueLimit};
 
 /// Longest task purpose, in bytes.
@@ -119,6 +121,9 @@ pub struct Task {
     pub ended_at: Option<SystemTime>,
     /// Why it was closed, when a reason was given.
     pub close_reason: Option<String>,
+    /// For a sub-task (DESIGN 3.8): its parent, depth and chain; `None` for a root task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
 }
 
 impl Task {
@@ -164,6 +169,7 @@ impl Task {
             created_at: now,
             ended_at: None,
             close_reason: None,
+            lineage: None,
         })
     }
 
@@ -279,7 +285,12 @@ pub(crate) mod tests {
         assert_eq!(Task::open(s, t(1_000)), Err(TaskError::DeadlineNotInFuture));
         // The deadline's edges: 1 s ahead and exactly the maximum open, one more second not.
         let max = MAX_TASK_LIFETIME.as_secs();
-        for (ahead, ok) in [(1, true), (max, true), (max + 1, false), (u64::from(u32::MAX), false)] {
+        for (ahead, ok) in [
+            (1, true),
+            (max, true),
+            (max + 1, false),
+            (u64::from(u32::MAX), false),
+        ] {
             let mut s = spec(false);
             s.deadline = t(1_000 + ahead);
             let got = Task::open(s, t(1_000));
