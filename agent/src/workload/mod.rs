@@ -2,10 +2,10 @@
 //! the task-status feed, and the socket that serves them.
 
 pub mod attestor;
-pub mod authority;
 pub mod caller;
 pub mod claims;
 pub mod endpoint;
+pub mod h2_authority;
 pub mod jwt_cache;
 pub mod names;
 pub mod service;

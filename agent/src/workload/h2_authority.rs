@@ -4,9 +4,13 @@
 //! and rewrites such a value in place to a same-length valid name, before `h2` sees it.
 //!
 //! Only literal, non-Huffman `:authority` values (static name index or raw literal name) are
-//! touched. The
-//! length stays the same, so frame lengths and both HPACK dynamic tables stay consistent.
-//! Everything else passes through byte for byte.
+//! touched. The length stays the same, so frame lengths and both HPACK dynamic tables stay
+//! consistent. Everything else passes through byte for byte.
+//!
+//! Memory is bounded per connection (issue 11, finding 4): only a HEADERS or CONTINUATION
+//! frame within [`MAX_FRAME_SIZE`] is held whole, to patch it; every other frame's payload,
+//! and a frame that declares more than `h2` accepts, streams through as it arrives, so `h2`
+//! sees the header at once and refuses an oversized frame itself.
 
 use std::io;
 use std::pin::Pin;
@@ -14,20 +18,33 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
+
+use super::caller::ConnectedPeer;
+
+/// The largest frame payload the Workload API server accepts (HTTP/2
+/// `SETTINGS_MAX_FRAME_SIZE`, set on the server to this same value: `h2`'s default, 16 KiB).
+pub const MAX_FRAME_SIZE: u32 = 16_384;
 
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
+const READ_CHUNK: usize = 8192;
 const TYPE_HEADERS: u8 = 1;
 const TYPE_CONTINUATION: u8 = 9;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
+
+/// The most this shim holds for one connection: a whole header frame being collected, plus
+/// one read.
+pub const MAX_BUFFERED: usize = FRAME_HEADER_LEN + MAX_FRAME_SIZE as usize + READ_CHUNK;
 
 /// A server-side stream that repairs malformed `:authority` values in client HEADERS.
 #[derive(Debug)]
 pub struct AuthorityFix<S> {
     inner: S,
     preface_left: usize,
+    /// Payload bytes of the current frame still to pass through unbuffered.
+    passthrough_left: usize,
     pending: Vec<u8>,
     ready: Vec<u8>,
     ready_pos: usize,
@@ -39,34 +56,60 @@ impl<S> AuthorityFix<S> {
         Self {
             inner,
             preface_left: PREFACE_LEN,
+            passthrough_left: 0,
             pending: Vec::new(),
             ready: Vec::new(),
             ready_pos: 0,
         }
     }
 
-    /// Moves every complete preface part or frame from `pending` to `ready`, patched.
+    /// Moves what can go on from `pending` to `ready`: the preface, frame headers, payloads
+    /// of frames that are not patched, and complete header frames, patched.
     fn process(&mut self) {
-        if self.preface_left > 0 {
-            let take = self.preface_left.min(self.pending.len());
-            self.ready.extend(self.pending.drain(..take));
-            self.preface_left -= take;
-        }
-        while self.preface_left == 0 && self.pending.len() >= FRAME_HEADER_LEN {
-            let length = usize::from(self.pending[0]) << 16
-                | usize::from(self.pending[1]) << 8
-                | usize::from(self.pending[2]);
-            let total = FRAME_HEADER_LEN + length;
-            if self.pending.len() < total {
-                break;
+        loop {
+            if self.preface_left > 0 {
+                let take = self.preface_left.min(self.pending.len());
+                self.ready.extend(self.pending.drain(..take));
+                self.preface_left -= take;
+                if self.preface_left > 0 {
+                    return;
+                }
+            } else if self.passthrough_left > 0 {
+                let take = self.passthrough_left.min(self.pending.len());
+                if take == 0 {
+                    return;
+                }
+                self.ready.extend(self.pending.drain(..take));
+                self.passthrough_left -= take;
+            } else if self.pending.len() >= FRAME_HEADER_LEN {
+                let length = usize::from(self.pending[0]) << 16
+                    | usize::from(self.pending[1]) << 8
+                    | usize::from(self.pending[2]);
+                let (kind, flags) = (self.pending[3], self.pending[4]);
+                let patched = (kind == TYPE_HEADERS || kind == TYPE_CONTINUATION)
+                    && length <= MAX_FRAME_SIZE as usize;
+                if !patched {
+                    self.ready.extend(self.pending.drain(..FRAME_HEADER_LEN));
+                    self.passthrough_left = length;
+                    continue;
+                }
+                let total = FRAME_HEADER_LEN + length;
+                if self.pending.len() < total {
+                    return;
+                }
+                let start = self.ready.len();
+                self.ready.extend(self.pending.drain(..total));
+                patch_headers(&mut self.ready[start + FRAME_HEADER_LEN..], kind, flags);
+            } else {
+                return;
             }
-            let mut frame: Vec<u8> = self.pending.drain(..total).collect();
-            let (kind, flags) = (frame[3], frame[4]);
-            if kind == TYPE_HEADERS || kind == TYPE_CONTINUATION {
-                patch_headers(&mut frame[FRAME_HEADER_LEN..], kind, flags);
-            }
-            self.ready.extend_from_slice(&frame);
         }
+    }
+
+    /// Bytes held for this connection (the bound above, checked by the tests).
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
+        self.pending.len() + self.ready.len()
     }
 }
 
@@ -203,7 +246,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; 8192];
+            let mut chunk = [0u8; READ_CHUNK];
             let mut read = ReadBuf::new(&mut chunk);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Pending => return Poll::Pending,
@@ -256,82 +299,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
 }
 
 impl Connected for AuthorityFix<UnixStream> {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = ConnectedPeer;
 
+    /// Called once per connection, right after accept: the peer as it is now.
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        ConnectedPeer::observe(&self.inner.connect_info())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len();
-        let mut f = vec![
-            (len >> 16) as u8,
-            (len >> 8) as u8,
-            len as u8,
-            kind,
-            flags,
-            0,
-            0,
-            0,
-            1,
-        ];
-        f.extend_from_slice(payload);
-        f
-    }
-
-    #[test]
-    fn rewrites_a_raw_authority_literal_and_nothing_else() {
-        let value = b"tmp%2Fapi.sock";
-        // :method POST (indexed 3), :authority literal inc-indexing name idx 1, raw value,
-        // then a literal-without-indexing new name "x-a" = "%%".
-        let mut block = vec![0x83, 0x41, value.len() as u8];
-        block.extend_from_slice(value);
-        block.extend_from_slice(&[0x00, 0x03, b'x', b'-', b'a', 0x02, b'%', b'%']);
-        let mut fix = AuthorityFix::new(());
-        fix.pending.extend_from_slice(&[b'P'; PREFACE_LEN]);
-        fix.pending.extend(frame(TYPE_HEADERS, 0x4, &block));
-        fix.pending.extend(frame(0, 0, b"%%data"));
-        fix.process();
-        let out = &fix.ready[PREFACE_LEN..];
-        let headers = &out[FRAME_HEADER_LEN..FRAME_HEADER_LEN + block.len()];
-        assert_eq!(&headers[3..3 + value.len()], b"tmp-2Fapi.sock");
-        assert_eq!(
-            &headers[3 + value.len()..],
-            &block[3 + value.len()..],
-            "other fields untouched"
-        );
-        assert!(out.ends_with(b"%%data"));
-    }
-
-    #[test]
-    fn rewrites_a_literal_name_authority_as_grpc_core_sends_it() {
-        let mut block = vec![0x40, 10];
-        block.extend_from_slice(b":authority");
-        block.push(7);
-        block.extend_from_slice(b"a%2Fb/c");
-        block.push(0x86);
-        patch_headers(&mut block, TYPE_HEADERS, 0);
-        assert_eq!(&block[13..20], b"a-2Fb-c");
-        assert_eq!(block[20], 0x86);
-    }
-
-    #[test]
-    fn huffman_values_and_valid_names_are_left_alone() {
-        let mut block = vec![0x41, 0x80 | 2, 0xff, 0xff];
-        patch_headers(&mut block, TYPE_HEADERS, 0);
-        assert_eq!(block, vec![0x41, 0x82, 0xff, 0xff]);
-        let mut block = vec![0x41, 9];
-        block.extend_from_slice(b"localhost");
-        let copy = block.clone();
-        patch_headers(&mut block, TYPE_HEADERS, 0);
-        assert_eq!(block, copy);
-        // Truncated input never panics.
-        patch_headers(&mut [0x41, 0x7f, 0xff], TYPE_HEADERS, 0);
-        patch_headers(&mut [0x28], TYPE_HEADERS, FLAG_PADDED | FLAG_PRIORITY);
-    }
-}
+#[path = "h2_authority_tests.rs"]
+mod tests;
