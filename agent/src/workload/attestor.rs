@@ -1,6 +1,10 @@
 //! Unix workload attestation: the caller's selectors from its socket peer credentials and
 //! `/proc` (DESIGN 3.6). A pid that exited or was reused while we looked yields no identity.
 //! `/proc` is read only for the selector kinds that need it.
+//!
+//! The process is also compared with what it was when the agent accepted its connection
+//! ([`PeerAtAccept`], issue 11 finding 3): a pid reused since, or a process that has exec'd
+//! another executable since, gets no identity. docs/RELIABILITY.md says what this cannot see.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,10 @@ pub enum AttestError {
     /// The process exited, was replaced, or changed uid while being attested.
     #[error("process {0} changed while being attested")]
     Raced(i32),
+    /// The pid is another process than the one that connected, or that process has run
+    /// another executable since it connected.
+    #[error("process {0} is not what it was when it connected")]
+    ChangedSinceConnect(i32),
     /// `/proc/<pid>/stat` or `status` is not in the expected form.
     #[error("unexpected /proc format for pid {0}")]
     Format(i32),
@@ -46,12 +54,43 @@ pub struct PeerCred {
     pub gid: u32,
 }
 
+/// The caller as the agent saw it when it accepted the connection: the peer credentials the
+/// kernel fixed at `connect`, and the process start time and executable read from `/proc`
+/// right after `accept`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAtAccept {
+    /// The socket's peer credentials.
+    pub cred: PeerCred,
+    /// The start time of the pid at accept (clock ticks after boot); `None` when `/proc` had
+    /// no such process any more.
+    pub start_time: Option<u64>,
+    /// The executable at accept; `None` when it could not be read.
+    pub exe: Option<PathBuf>,
+}
+
+impl PeerAtAccept {
+    /// Reads the start time and executable of `cred.pid` under `proc_root`.
+    pub fn observe(proc_root: &Path, cred: PeerCred) -> Self {
+        let dir = proc_root.join(cred.pid.to_string());
+        let started = start_time(&dir, cred.pid).ok();
+        let exe = std::fs::read_link(dir.join("exe")).ok();
+        // A pid reused between the two reads would pair one process's start with another's
+        // executable: read the start again.
+        let same = started.is_some() && started == start_time(&dir, cred.pid).ok();
+        Self {
+            cred,
+            start_time: started.filter(|_| same),
+            exe: exe.filter(|_| same),
+        }
+    }
+}
+
 /// The unix attestor, with its digest cache and name tables.
 #[derive(Debug)]
 pub struct UnixAttestor {
     proc_root: PathBuf,
     names: NameTables,
-    digests: Mutex<HashMap<(u64, u64, i64, i64), String>>,
+    digests: Mutex<HashMap<DigestKey, String>>,
 }
 
 impl Default for UnixAttestor {
@@ -77,14 +116,18 @@ impl UnixAttestor {
     /// an entry needs what only `/proc` has (supplementary groups, the executable), so a
     /// deployment whose entries select by `unix:uid` and `unix:user` attests without a syscall.
     ///
+    /// When `/proc` is read, the process must still be the one `peer` recorded at accept:
+    /// same start time, same executable.
+    ///
     /// # Errors
     /// When `/proc` cannot be read, or the process changed under us (exited, pid reused, or
-    /// its uid differs from the peer credentials).
+    /// its uid differs from the peer credentials), or since it connected.
     pub fn attest(
         &self,
-        cred: PeerCred,
+        peer: &PeerAtAccept,
         needed: NeededKinds,
     ) -> Result<Vec<Selector>, AttestError> {
+        let cred = peer.cred;
         let mut selectors = Vec::with_capacity(8);
         push(&mut selectors, SelectorKind::Uid, &cred.uid.to_string());
         if needed.user
@@ -94,7 +137,7 @@ impl UnixAttestor {
         }
         let mut gids = vec![cred.gid];
         if needed.gid || needed.group || needed.path || needed.sha256 {
-            self.read_proc(cred, needed, &mut gids, &mut selectors)?;
+            self.read_proc(peer, needed, &mut gids, &mut selectors)?;
         }
         for gid in &gids {
             push(&mut selectors, SelectorKind::Gid, &gid.to_string());
@@ -116,14 +159,18 @@ impl UnixAttestor {
     /// reused while we looked, or whose uid is not the socket's, yields an error.
     fn read_proc(
         &self,
-        cred: PeerCred,
+        peer: &PeerAtAccept,
         needed: NeededKinds,
         gids: &mut Vec<u32>,
         selectors: &mut Vec<Selector>,
     ) -> Result<(), AttestError> {
+        let cred = peer.cred;
         let pid = cred.pid;
         let dir = self.proc_root.join(pid.to_string());
         let start_before = start_time(&dir, pid)?;
+        if peer.start_time != Some(start_before) {
+            return Err(AttestError::ChangedSinceConnect(pid));
+        }
         let status = read(&dir.join("status"), pid)?;
         let (uid, groups) = parse_status(&status).ok_or(AttestError::Format(pid))?;
         if uid != cred.uid {
@@ -134,6 +181,9 @@ impl UnixAttestor {
             let exe = dir.join("exe");
             let path =
                 std::fs::read_link(&exe).map_err(|source| AttestError::Proc { pid, source })?;
+            if peer.exe.as_ref() != Some(&path) {
+                return Err(AttestError::ChangedSinceConnect(pid));
+            }
             if needed.path {
                 push(selectors, SelectorKind::Path, &path.to_string_lossy());
             }
@@ -148,29 +198,72 @@ impl UnixAttestor {
         Ok(())
     }
 
-    /// SHA-256 of the executable, cached by device, inode and mtime.
+    /// SHA-256 of the executable, cached by what the file's writer cannot set back
+    /// (issue 11, finding 4.2): device, inode, size, mtime and ctime. `utimensat` restores an
+    /// mtime but stamps ctime with the current time, and any write changes ctime too. The file
+    /// is hashed through one open descriptor whose metadata is read before and after, and a
+    /// digest is cached only when the two agree and the ctime is older than the clock's
+    /// coarse granularity can hide (a write in the same tick would keep the ctime).
     fn digest(&self, exe: &Path, pid: i32) -> Result<String, AttestError> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(exe).map_err(|source| AttestError::Proc { pid, source })?;
-        let key = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec());
+        let proc_error = |source| AttestError::Proc { pid, source };
+        let meta = std::fs::metadata(exe).map_err(proc_error)?;
+        let key = DigestKey::of(&meta);
         if let Ok(cache) = self.digests.lock()
             && let Some(hit) = cache.get(&key)
         {
             return Ok(hit.clone());
         }
-        let mut file =
-            std::fs::File::open(exe).map_err(|source| AttestError::Proc { pid, source })?;
+        let mut file = std::fs::File::open(exe).map_err(proc_error)?;
+        let before = DigestKey::of(&file.metadata().map_err(proc_error)?);
         let mut hasher = Sha256::new();
-        std::io::copy(&mut file, &mut hasher)
-            .map_err(|source| AttestError::Proc { pid, source })?;
+        std::io::copy(&mut file, &mut hasher).map_err(proc_error)?;
         let digest = hex::encode(hasher.finalize());
-        if let Ok(mut cache) = self.digests.lock() {
+        let after = DigestKey::of(&file.metadata().map_err(proc_error)?);
+        if before == after
+            && after.settled(std::time::SystemTime::now())
+            && let Ok(mut cache) = self.digests.lock()
+        {
             if cache.len() > 4096 {
                 cache.clear();
             }
-            cache.insert(key, digest.clone());
+            cache.insert(after, digest.clone());
         }
         Ok(digest)
+    }
+}
+
+/// What identifies an executable's content for the digest cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DigestKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// How old a ctime must be before a digest is cached: file timestamps come from a coarse
+/// clock, so a write within the same tick as the hash could leave ctime unchanged.
+const CTIME_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl DigestKey {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// True when the ctime is at least [`CTIME_SETTLE`] before `now`.
+    fn settled(&self, now: std::time::SystemTime) -> bool {
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        now.saturating_sub(self.ctime.0) >= CTIME_SETTLE.as_secs() as i64
     }
 }
 
@@ -224,83 +317,5 @@ fn parse_status(status: &str) -> Option<(u32, Vec<u32>)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stat_with_tricky_comm() {
-        let stat =
-            "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
-        assert_eq!(parse_start_time(stat), Some(987_654));
-        assert_eq!(parse_start_time("garbage"), None);
-    }
-
-    #[test]
-    fn parses_status() {
-        let status =
-            "Name:\tx\nUid:\t1000\t1001\t1001\t1001\nGid:\t5\t5\t5\t5\nGroups:\t4 24 27 \n";
-        assert_eq!(parse_status(status), Some((1001, vec![4, 24, 27])));
-        assert_eq!(parse_status("Name: x\n"), None);
-    }
-
-    #[test]
-    fn attests_this_process() {
-        let attestor = UnixAttestor::default();
-        let me = PeerCred {
-            pid: std::process::id() as i32,
-            uid: std::fs::metadata("/proc/self")
-                .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-                .unwrap(),
-            gid: 0,
-        };
-        let needed = NeededKinds {
-            gid: true,
-            user: true,
-            group: true,
-            path: true,
-            sha256: true,
-        };
-        let selectors = attestor.attest(me, needed).unwrap();
-        let text: Vec<String> = selectors.iter().map(ToString::to_string).collect();
-        assert!(text.contains(&format!("unix:uid:{}", me.uid)), "{text:?}");
-        assert!(
-            text.iter().any(|s| s.starts_with("unix:path:/")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter().any(|s| s.starts_with("unix:sha256:")),
-            "{text:?}"
-        );
-        // A wrong uid is a race: no identity.
-        let wrong = PeerCred {
-            uid: me.uid + 1,
-            ..me
-        };
-        assert!(matches!(
-            attestor.attest(wrong, needed),
-            Err(AttestError::Raced(_))
-        ));
-    }
-
-    #[test]
-    fn uid_only_entries_need_no_proc() {
-        // A proc root that does not exist: any read of it would fail the attestation.
-        let attestor = UnixAttestor::new(PathBuf::from("/nonexistent-proc"), NameTables::system());
-        let cred = PeerCred {
-            pid: 1,
-            uid: 4242,
-            gid: 77,
-        };
-        let selectors = attestor.attest(cred, NeededKinds::default()).unwrap();
-        let text: Vec<String> = selectors.iter().map(ToString::to_string).collect();
-        assert_eq!(text, ["unix:uid:4242", "unix:gid:77"]);
-        let needs_groups = NeededKinds {
-            gid: true,
-            ..NeededKinds::default()
-        };
-        assert!(matches!(
-            attestor.attest(cred, needs_groups),
-            Err(AttestError::Proc { pid: 1, .. })
-        ));
-    }
-}
+#[path = "attestor_tests.rs"]
+mod tests;

@@ -1,6 +1,10 @@
 //! What every Workload API call does first: check the security header, read the peer
 //! credentials, attest the caller, and find its identities in the current snapshot. Also the
 //! stream driver that re-sends the caller's state on every change.
+//!
+//! The caller is attested against the process as it was at accept ([`ConnectedPeer`]) and
+//! attested again right before an answer goes out, so a process that exec'd another program
+//! in between gets nothing (issue 11, finding 3).
 
 use std::sync::Arc;
 
@@ -10,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
-use super::attestor::{PeerCred, UnixAttestor};
+use super::attestor::{PeerAtAccept, PeerCred, UnixAttestor};
 use crate::cache::snapshot::{Identity, NeededKinds, Snapshot};
 
 /// The message of every "no identity" refusal (DESIGN 3.1).
@@ -29,21 +33,35 @@ pub fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
     }
 }
 
-/// The peer credentials of the connection, when the kernel gave them.
-pub fn peer_cred<T>(request: &Request<T>) -> Option<PeerCred> {
-    let info = request.extensions().get::<UdsConnectInfo>()?;
-    let cred = info.peer_cred?;
-    Some(PeerCred {
-        pid: cred.pid()?,
-        uid: cred.uid(),
-        gid: cred.gid(),
-    })
+/// The connection's peer as the agent saw it at accept: what tonic hands every request of
+/// the connection (the endpoint's `Connected` impl makes it).
+#[derive(Debug, Clone)]
+pub struct ConnectedPeer(pub Option<PeerAtAccept>);
+
+impl ConnectedPeer {
+    /// Reads the peer credentials the kernel fixed at `connect`, and the process's start time
+    /// and executable from `/proc` now.
+    pub fn observe(info: &UdsConnectInfo) -> Self {
+        let cred = info.peer_cred.and_then(|cred| {
+            Some(PeerCred {
+                pid: cred.pid()?,
+                uid: cred.uid(),
+                gid: cred.gid(),
+            })
+        });
+        Self(cred.map(|cred| PeerAtAccept::observe(std::path::Path::new("/proc"), cred)))
+    }
+}
+
+/// The peer of the connection as seen at accept, when the kernel gave its credentials.
+pub fn peer_at_accept<T>(request: &Request<T>) -> Option<PeerAtAccept> {
+    request.extensions().get::<ConnectedPeer>()?.0.clone()
 }
 
 /// An attested caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    cred: Option<PeerCred>,
+    peer: Option<PeerAtAccept>,
     selectors: Vec<Selector>,
     gathered: NeededKinds,
     attestor: Arc<UnixAttestor>,
@@ -57,9 +75,8 @@ impl Caller {
         attestor: Arc<UnixAttestor>,
         snapshot: &Snapshot,
     ) -> Self {
-        let cred = peer_cred(request);
         let mut caller = Self {
-            cred,
+            peer: peer_at_accept(request),
             selectors: Vec::new(),
             gathered: snapshot.needed,
             attestor,
@@ -70,16 +87,34 @@ impl Caller {
 
     fn refresh(&mut self, needed: NeededKinds) {
         self.gathered = needed;
-        self.selectors = match self.cred {
+        self.selectors = match &self.peer {
             None => Vec::new(),
-            Some(cred) => match self.attestor.attest(cred, needed) {
+            Some(peer) => match self.attestor.attest(peer, needed) {
                 Ok(selectors) => selectors,
                 Err(e) => {
-                    tracing::info!(pid = cred.pid, error = %e, "workload attestation failed");
+                    tracing::info!(pid = peer.cred.pid, error = %e, "workload attestation failed");
                     Vec::new()
                 }
             },
         };
+    }
+
+    /// Attests again, for the kinds gathered so far, right before an answer goes out: true
+    /// when the caller still has the selectors the answer was built for. Free when only the
+    /// peer credentials were needed (the kernel fixed those at connect).
+    pub fn unchanged(&mut self) -> bool {
+        let gathered = self.gathered;
+        let reads_proc = gathered.gid || gathered.group || gathered.path || gathered.sha256;
+        if !reads_proc {
+            return true;
+        }
+        let before = std::mem::take(&mut self.selectors);
+        self.refresh(gathered);
+        if self.selectors == before {
+            return true;
+        }
+        tracing::info!(pid = ?self.pid(), "caller changed between attestation and answer");
+        false
     }
 
     /// The caller's identities in `snapshot`, re-attesting first when the snapshot needs
@@ -99,7 +134,7 @@ impl Caller {
 
     /// The pid, for logs.
     pub fn pid(&self) -> Option<i32> {
-        self.cred.map(|c| c.pid)
+        self.peer.as_ref().map(|p| p.cred.pid)
     }
 }
 
@@ -123,6 +158,9 @@ pub fn open_stream<T: Send + 'static>(
         return Err(Status::permission_denied(NO_IDENTITY));
     }
     let (signature, first) = render(&snapshot, &identities);
+    if !caller.unchanged() {
+        return Err(Status::permission_denied(NO_IDENTITY));
+    }
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         if tx.send(Ok(first)).await.is_err() {
@@ -148,6 +186,10 @@ pub fn open_stream<T: Send + 'static>(
             }
             let (signature, message) = render(&snapshot, &identities);
             if signature != last {
+                if !caller.unchanged() {
+                    let _ = tx.send(Err(Status::permission_denied(NO_IDENTITY))).await;
+                    return;
+                }
                 last = signature;
                 if tx.send(Ok(message)).await.is_err() {
                     return;
@@ -182,7 +224,7 @@ mod tests {
     #[test]
     fn a_request_without_credentials_has_no_identity() {
         let request = Request::new(());
-        assert!(peer_cred(&request).is_none());
+        assert!(peer_at_accept(&request).is_none());
         let mut caller = Caller::attest(
             &request,
             Arc::new(UnixAttestor::default()),
