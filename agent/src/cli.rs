@@ -39,8 +39,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ApiCommand,
     },
-    /// Check that the agent's Workload API answers.
-    Healthcheck(SocketArg),
+    /// Check that the agent's Workload API answers and that the agent has heard from the
+    /// server recently.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// Unhealthy when the agent last heard from the server longer ago than this (DESIGN 3.4's
+    /// staleness bound).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub max_staleness: std::time::Duration,
 }
 
 /// Flags of `run`.

@@ -49,6 +49,17 @@ pub enum ClientError {
     /// A certificate in the answer does not parse.
     #[error("invalid certificate in answer: {0}")]
     Certificate(String),
+    /// The agent has not heard from the server since it started.
+    #[error("the agent has not heard from the server since it started")]
+    NeverHeard,
+    /// The agent last heard from the server longer ago than the bound.
+    #[error("the agent last heard from the server {ago:?} ago (bound {bound:?})")]
+    Stale {
+        /// How long ago, to the second.
+        ago: Duration,
+        /// The bound.
+        bound: Duration,
+    },
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +69,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// # Errors
 /// When the socket cannot be reached.
 pub async fn connect(socket: &str) -> Result<SpiffeWorkloadApiClient<Channel>, ClientError> {
+    Ok(SpiffeWorkloadApiClient::new(channel(socket).await?))
+}
+
+/// A channel to the agent socket, for the Workload API and the other services on it.
+///
+/// # Errors
+/// When the socket cannot be reached.
+pub async fn channel(socket: &str) -> Result<Channel, ClientError> {
     let path = crate::config::socket_path_from(socket).unwrap_or_else(|_| PathBuf::from(socket));
     let connector = tower::service_fn(move |_| {
         let path = path.clone();
@@ -71,10 +90,11 @@ pub async fn connect(socket: &str) -> Result<SpiffeWorkloadApiClient<Channel>, C
             path: socket.to_owned(),
             source,
         })?;
-    Ok(SpiffeWorkloadApiClient::new(channel))
+    Ok(channel)
 }
 
-fn request<T>(message: T) -> tonic::Request<T> {
+/// A request with the Workload API security header.
+pub(crate) fn request<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
         mandate_proto::WORKLOAD_HEADER_KEY,
@@ -257,20 +277,76 @@ pub async fn watch(socket: &str, output: Output) -> Result<(), ClientError> {
     Err(ClientError::Closed)
 }
 
-/// `healthcheck`: the agent is healthy when its Workload API answers a request.
+/// `healthcheck`: the agent is healthy when its Workload API answers and it has heard from
+/// the server within `max_staleness` (DESIGN 3.4: the server sends something at least every
+/// 5 s, and verifiers fail closed after 15 s without it).
 ///
 /// # Errors
-/// When the socket cannot be reached or the server is unavailable.
-pub async fn healthcheck(socket: &str) -> Result<(), ClientError> {
+/// When the socket cannot be reached, the agent does not answer, or its last contact with the
+/// server is missing or older than `max_staleness`.
+pub async fn healthcheck(socket: &str, max_staleness: Duration) -> Result<(), ClientError> {
     let mut client = connect(socket).await?;
     let probe = request(ValidateJwtsvidRequest {
         audience: "mandate-healthcheck".into(),
         svid: String::new(),
     });
-    match tokio::time::timeout(TIMEOUT, client.validate_jwtsvid(probe)).await {
-        Err(_) => Err(ClientError::Timeout(TIMEOUT)),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => Ok(()),
-        Ok(Err(status)) => Err(status.into()),
+    let status = match tokio::time::timeout(TIMEOUT, client.validate_jwtsvid(probe)).await {
+        Err(_) => return Err(ClientError::Timeout(TIMEOUT)),
+        Ok(Ok(_)) => return Err(ClientError::NeverHeard),
+        Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => status,
+        Ok(Err(status)) => return Err(status.into()),
+    };
+    let heard_ms: i64 = status
+        .metadata()
+        .get(crate::workload::service::LAST_HEARD_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    staleness_verdict(heard_ms, std::time::SystemTime::now(), max_staleness)
+}
+
+/// Healthy when `heard_ms` (unix ms, 0 for never) is at most `bound` before `now`.
+fn staleness_verdict(
+    heard_ms: i64,
+    now: std::time::SystemTime,
+    bound: Duration,
+) -> Result<(), ClientError> {
+    if heard_ms <= 0 {
+        return Err(ClientError::NeverHeard);
+    }
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let ago = Duration::from_millis(u64::try_from(now_ms.saturating_sub(heard_ms)).unwrap_or(0));
+    if ago > bound {
+        return Err(ClientError::Stale {
+            ago: Duration::from_secs(ago.as_secs()),
+            bound,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_counts_from_the_last_contact() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+        let bound = Duration::from_secs(15);
+        assert!(matches!(
+            staleness_verdict(0, now, bound),
+            Err(ClientError::NeverHeard)
+        ));
+        assert!(staleness_verdict(986_000, now, bound).is_ok());
+        assert!(staleness_verdict(985_000, now, bound).is_ok());
+        let error = staleness_verdict(984_000, now, bound).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the agent last heard from the server 16s ago (bound 15s)"
+        );
+        // A clock behind the agent's counts as fresh.
+        assert!(staleness_verdict(1_001_000, now, bound).is_ok());
     }
 }

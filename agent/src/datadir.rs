@@ -1,5 +1,9 @@
 //! The agent's data dir: its own SVID (chain and key) and the trust bundle, kept across restarts
 //! so that a restart does not re-attest (DESIGN 3.5). Keys are written 0600, the dir is 0700.
+//!
+//! The key and the chain live in one file, replaced by one rename (temp file and directory
+//! both fsynced), so a crash leaves the old pair or the new one, never a key of one and a
+//! certificate of the other; loading checks that they match (issue 11, finding 12).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -8,8 +12,11 @@ use std::path::{Path, PathBuf};
 
 use crate::pem;
 
-const SVID_FILE: &str = "agent_svid.pem";
-const KEY_FILE: &str = "agent_svid.key";
+const IDENTITY_FILE: &str = "agent_identity.pem";
+/// The two files of earlier versions, read when `IDENTITY_FILE` is missing and removed once it
+/// is written.
+const LEGACY_SVID_FILE: &str = "agent_svid.pem";
+const LEGACY_KEY_FILE: &str = "agent_svid.key";
 const BUNDLE_FILE: &str = "bundle.pem";
 
 /// Errors from the data dir.
@@ -31,6 +38,14 @@ pub enum DataDirError {
         path: PathBuf,
         /// Why.
         source: pem::PemError,
+    },
+    /// The stored key is missing or does not belong to the stored certificate.
+    #[error("{path}: stored key and certificate do not match: {why}")]
+    Mismatch {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        why: String,
     },
 }
 
@@ -75,13 +90,42 @@ impl DataDir {
         })
     }
 
-    /// The stored agent SVID, if any.
+    /// The stored agent SVID, if any, after checking that its key and leaf match.
     ///
     /// # Errors
-    /// When the files exist but cannot be read or parsed.
+    /// When the files exist but cannot be read or parsed, or the key is not the leaf's.
     pub fn load_identity(&self) -> Result<Option<StoredIdentity>, DataDirError> {
-        let svid = self.root.join(SVID_FILE);
-        let key = self.root.join(KEY_FILE);
+        let path = self.root.join(IDENTITY_FILE);
+        let identity = if path.exists() {
+            let text = fs::read(&path).map_err(|s| io(&path, s))?;
+            let chain = pem::decode_certs(&text).map_err(|source| DataDirError::Pem {
+                path: path.clone(),
+                source,
+            })?;
+            let key_pkcs8 = pem::decode_key(&text).map_err(|source| DataDirError::Pem {
+                path: path.clone(),
+                source,
+            })?;
+            StoredIdentity { chain, key_pkcs8 }
+        } else {
+            match self.load_legacy()? {
+                Some(identity) => identity,
+                None => return Ok(None),
+            }
+        };
+        crate::cache::signer::check_leaf_key(&identity.chain, &identity.key_pkcs8).map_err(
+            |e| DataDirError::Mismatch {
+                path,
+                why: e.to_string(),
+            },
+        )?;
+        Ok(Some(identity))
+    }
+
+    /// The two-file identity of earlier versions.
+    fn load_legacy(&self) -> Result<Option<StoredIdentity>, DataDirError> {
+        let svid = self.root.join(LEGACY_SVID_FILE);
+        let key = self.root.join(LEGACY_KEY_FILE);
         if !svid.exists() || !key.exists() {
             return Ok(None);
         }
@@ -94,14 +138,19 @@ impl DataDir {
         Ok(Some(StoredIdentity { chain, key_pkcs8 }))
     }
 
-    /// Stores the agent SVID and key (key first, both replaced atomically).
+    /// Stores the agent SVID and key in one file, replaced atomically: written to a temp file
+    /// (mode 0600) and fsynced, renamed over the old one, and the directory fsynced.
     ///
     /// # Errors
-    /// When a file cannot be written.
+    /// When the file cannot be written.
     pub fn store_identity(&self, identity: &StoredIdentity) -> Result<(), DataDirError> {
-        write_atomic(&self.root.join(KEY_FILE), &identity.key_pkcs8)?;
-        let text = pem::encode("CERTIFICATE", &identity.chain);
-        write_atomic(&self.root.join(SVID_FILE), text.as_bytes())
+        let mut text = pem::encode("PRIVATE KEY", std::slice::from_ref(&identity.key_pkcs8));
+        text.push_str(&pem::encode("CERTIFICATE", &identity.chain));
+        write_atomic(&self.root.join(IDENTITY_FILE), text.as_bytes())?;
+        for legacy in [LEGACY_KEY_FILE, LEGACY_SVID_FILE] {
+            let _ = fs::remove_file(self.root.join(legacy));
+        }
+        Ok(())
     }
 
     /// The stored trust bundle (DER CA certificates), if any.
@@ -138,7 +187,8 @@ pub fn read_bundle(path: &Path) -> Result<Vec<Vec<u8>>, DataDirError> {
     })
 }
 
-/// Writes a file with mode 0600 through a temp file and a rename.
+/// Writes a file with mode 0600 through a temp file and a rename, fsyncing the file before
+/// and the directory after the rename, so the new content is durable once this returns.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DataDirError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
@@ -151,7 +201,11 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DataDirError> {
     file.write_all(data).map_err(|s| io(&tmp, s))?;
     file.sync_all().map_err(|s| io(&tmp, s))?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(|s| io(&tmp, s))?;
-    fs::rename(&tmp, path).map_err(|s| io(path, s))
+    fs::rename(&tmp, path).map_err(|s| io(path, s))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|s| io(dir, s))
 }
 
 fn io(path: &Path, source: std::io::Error) -> DataDirError {
@@ -165,6 +219,19 @@ fn io(path: &Path, source: std::io::Error) -> DataDirError {
 mod tests {
     use super::*;
 
+    /// A self-signed leaf and its key, as the server would issue them.
+    fn identity() -> StoredIdentity {
+        let (key_pkcs8, _) = crate::cache::signer::new_key_and_csr().unwrap();
+        let key = rcgen::KeyPair::try_from(key_pkcs8.as_slice()).unwrap();
+        let cert = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap();
+        StoredIdentity {
+            chain: vec![cert.der().to_vec()],
+            key_pkcs8,
+        }
+    }
+
     #[test]
     fn identity_round_trip_with_private_modes() {
         let tmp = tempfile::tempdir().unwrap();
@@ -175,20 +242,47 @@ mod tests {
             0o700
         );
         assert!(dir.load_identity().unwrap().is_none());
-        let id = StoredIdentity {
-            chain: vec![vec![1, 2, 3], vec![4]],
-            key_pkcs8: vec![9; 40],
-        };
+        let id = identity();
         dir.store_identity(&id).unwrap();
         let back = dir.load_identity().unwrap().unwrap();
         assert_eq!(back.chain, id.chain);
         assert_eq!(back.key_pkcs8, id.key_pkcs8);
-        let mode = fs::metadata(root.join(KEY_FILE))
+        let mode = fs::metadata(root.join(IDENTITY_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         dir.store_bundle(&[vec![7, 7]]).unwrap();
         assert_eq!(dir.load_bundle().unwrap().unwrap(), vec![vec![7, 7]]);
+    }
+
+    #[test]
+    fn one_file_replaces_the_legacy_pair_and_a_mismatch_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let (old, new) = (identity(), identity());
+        // An agent of an earlier version left two files; they still load.
+        fs::write(tmp.path().join(LEGACY_KEY_FILE), &old.key_pkcs8).unwrap();
+        fs::write(
+            tmp.path().join(LEGACY_SVID_FILE),
+            pem::encode("CERTIFICATE", &old.chain),
+        )
+        .unwrap();
+        assert_eq!(dir.load_identity().unwrap().unwrap().chain, old.chain);
+        // One store: one file, the legacy pair gone.
+        dir.store_identity(&new).unwrap();
+        let names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [IDENTITY_FILE]);
+        // A key of one identity with the certificate of another is refused.
+        let mixed = StoredIdentity {
+            chain: old.chain,
+            key_pkcs8: new.key_pkcs8,
+        };
+        dir.store_identity(&mixed).unwrap();
+        let error = dir.load_identity().unwrap_err();
+        assert!(matches!(error, DataDirError::Mismatch { .. }), "{error}");
     }
 }

@@ -73,8 +73,11 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string(), 1),
             }
         }
-        Command::Healthcheck(socket) => {
-            match runtime.block_on(client::healthcheck(&socket.socket_path)) {
+        Command::Healthcheck(args) => {
+            match runtime.block_on(client::healthcheck(
+                &args.socket.socket_path,
+                args.max_staleness,
+            )) {
                 Ok(()) => {
                     if output == Output::Json {
                         println!("{}", serde_json::json!({"healthy": true}));
@@ -104,3 +107,5 @@ fn init_logs(level: &str) {
         .with_writer(std::io::stderr)
         .init();
 }
+    // Colour codes only on a terminal: a log redirected to a file stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

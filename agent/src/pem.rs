@@ -14,6 +14,9 @@ pub enum PemError {
     /// The text holds no certificate.
     #[error("no certificate found in PEM")]
     Empty,
+    /// The text holds no private key.
+    #[error("no private key found in PEM")]
+    NoKey,
 }
 
 /// Encodes DER blobs as PEM sections with the given label (`CERTIFICATE`, `PRIVATE KEY`).
@@ -50,6 +53,19 @@ pub fn decode_certs(text: &[u8]) -> Result<Vec<Vec<u8>>, PemError> {
         return Err(PemError::Empty);
     }
     Ok(certs)
+}
+
+/// Reads the first `PRIVATE KEY` (PKCS#8) section of a PEM text.
+///
+/// # Errors
+/// When the section is malformed or there is none.
+pub fn decode_key(text: &[u8]) -> Result<Vec<u8>, PemError> {
+    use rustls_pki_types::PrivatePkcs8KeyDer;
+    match PrivatePkcs8KeyDer::from_pem_slice(text) {
+        Ok(key) => Ok(key.secret_pkcs8_der().to_vec()),
+        Err(rustls_pki_types::pem::Error::NoItemsFound) => Err(PemError::NoKey),
+        Err(e) => Err(PemError::Malformed(e.to_string())),
+    }
 }
 
 #[cfg(test)]

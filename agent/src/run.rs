@@ -97,6 +97,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         Arc::new(JwtCache::default()),
         rpc.clone(),
     );
+        last_heard.clone(),
     let task_status = TaskStatusService::new(cache.snapshot.clone(), attestor, last_heard.clone());
 
     tokio::spawn(manager.run());

@@ -196,13 +196,15 @@ impl Manager {
         if !due.is_empty() {
             let mut jobs = Vec::with_capacity(due.len());
             for (entry_id, generation) in due {
-                if let Some(record) = self.state.entries.get_mut(&entry_id) {
-                    record.in_flight = Some(generation);
-                }
+                let Some(record) = self.state.entries.get_mut(&entry_id) else {
+                    continue;
+                };
+                record.in_flight = Some(generation);
                 jobs.push(SignJob {
                     entry_id,
                     generation,
                 });
+                    spiffe_id: record.entry.spiffe_id.clone(),
             }
             if self.jobs.send(jobs).is_err() {
                 tracing::error!("signer is gone");
@@ -263,6 +265,7 @@ impl Manager {
                             bundle: authorities.clone(),
                             hint: entry.hint.clone(),
                         },
+                        created: entry.created,
                         not_after: svid.not_after,
                         version: self.versions,
                     })

@@ -26,6 +26,9 @@ pub struct AgentEntry {
     pub dns_names: Vec<String>,
     /// The operator's hint.
     pub hint: String,
+    /// When the entry was created (unix seconds) and the store revision that wrote it: the
+    /// oldest entry sorts first in a Workload API response (DESIGN 3.1).
+    pub created: (i64, u64),
 }
 
 impl AgentEntry {

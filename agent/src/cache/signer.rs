@@ -19,6 +19,8 @@ pub const BATCH_LIMIT: usize = 500;
 pub struct SignJob {
     /// The entry ID.
     pub entry_id: String,
+    /// The SPIFFE ID the entry issues: the returned leaf must name it.
+    pub spiffe_id: String,
     /// The entry generation.
     pub generation: u64,
 }
@@ -82,6 +84,17 @@ pub enum SignerError {
     /// The returned chain is empty or its leaf does not parse.
     #[error("server returned an unreadable certificate: {0}")]
     BadLeaf(String),
+    /// The returned leaf certifies another key than the one this agent made for it.
+    #[error("server returned a certificate for another key")]
+    WrongKey,
+    /// The returned leaf names another SPIFFE ID than the entry's.
+    #[error("server returned a certificate for {found}, not {expected}")]
+    WrongId {
+        /// The entry's SPIFFE ID.
+        expected: String,
+        /// The leaf's URI SANs.
+        found: String,
+    },
 }
 
 /// Runs the signer: takes batches of jobs, returns outcomes, until the job channel closes.
@@ -104,14 +117,36 @@ pub async fn run_signer(
 }
 
 async fn sign_chunk(signer: &dyn SvidSigner, jobs: Vec<SignJob>) -> Vec<SignOutcome> {
+    sign_chunk_with(signer, jobs, new_key_and_csr).await
+}
+
+/// Makes a key (PKCS#8 DER) and its CSR.
+type KeyMaker = fn() -> Result<(Vec<u8>, Vec<u8>), SignerError>;
+
+/// [`sign_chunk`] with the key maker as a parameter, so tests can make it fail or panic.
+async fn sign_chunk_with(
+    signer: &dyn SvidSigner,
+    jobs: Vec<SignJob>,
+    make_key: KeyMaker,
+) -> Vec<SignOutcome> {
+    let kept = jobs.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         jobs.into_iter()
-            .map(|job| (new_key_and_csr(), job))
+            .map(|job| (make_key(), job))
             .collect::<Vec<_>>()
     })
     .await;
-    let Ok(prepared) = prepared else {
-        return Vec::new();
+    // The jobs went into the blocking task: if it panicked, report them failed from the
+    // copy kept here, so the manager clears them and retries with backoff.
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            tracing::error!(error = %e, "key generation task failed");
+            return kept
+                .into_iter()
+                .map(|job| SignOutcome::Failed { job })
+                .collect();
+        }
     };
     let mut outcomes = Vec::new();
     let mut keys = Vec::new();
@@ -134,8 +169,16 @@ async fn sign_chunk(signer: &dyn SvidSigner, jobs: Vec<SignJob>) -> Vec<SignOutc
     match signer.sign(requests).await {
         Ok(replies) => {
             let now = SystemTime::now();
-            for ((job, key), reply) in keys.into_iter().zip(replies) {
-                outcomes.push(outcome(job, key, reply, now));
+            let mut replies = replies.into_iter();
+            for (job, key) in keys {
+                match replies.next() {
+                    Some(reply) => outcomes.push(outcome(job, key, reply, now)),
+                    None => {
+                        // A short reply: the rest are failed, never left in flight.
+                        tracing::warn!(entry = %job.entry_id, "no reply for this CSR");
+                        outcomes.push(SignOutcome::Failed { job });
+                    }
+                }
             }
         }
         Err(status) => {
@@ -154,7 +197,9 @@ fn outcome(job: SignJob, key_pkcs8: Vec<u8>, reply: SignReply, now: SystemTime) 
             message: reply.message,
         };
     }
-    match read_leaf(&reply.chain) {
+    match check_leaf(&reply.chain, &key_pkcs8, &job.spiffe_id)
+        .and_then(|()| read_leaf(&reply.chain))
+    {
         Ok((serial, not_after)) => {
             let life = not_after.duration_since(now).unwrap_or(Duration::ZERO);
             let max_jitter = (life / 10).as_millis() as u64;
@@ -190,6 +235,59 @@ pub fn new_key_and_csr() -> Result<(Vec<u8>, Vec<u8>), SignerError> {
     Ok((key.serialize_der(), csr.der().to_vec()))
 }
 
+/// Checks that the leaf of `chain` certifies the public key of `key_pkcs8` and names exactly
+/// `spiffe_id`: the agent never serves a certificate that does not belong to its key and entry.
+///
+/// # Errors
+/// `BadLeaf` when the chain, the leaf or the key does not parse; `WrongKey` or `WrongId` on a
+/// mismatch.
+pub fn check_leaf(chain: &[Vec<u8>], key_pkcs8: &[u8], spiffe_id: &str) -> Result<(), SignerError> {
+    check_leaf_key(chain, key_pkcs8)?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| SignerError::BadLeaf("empty chain".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| SignerError::BadLeaf(e.to_string()))?;
+    let uris: Vec<String> = cert
+        .subject_alternative_name()
+        .map_err(|e| SignerError::BadLeaf(e.to_string()))?
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::URI(uri) => Some((*uri).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if uris.len() != 1 || uris[0] != spiffe_id {
+        return Err(SignerError::WrongId {
+            expected: spiffe_id.to_owned(),
+            found: uris.join(","),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that the leaf of `chain` certifies the public key of `key_pkcs8`.
+///
+/// # Errors
+/// `BadLeaf` when the chain, the leaf or the key does not parse; `WrongKey` on a mismatch.
+pub fn check_leaf_key(chain: &[Vec<u8>], key_pkcs8: &[u8]) -> Result<(), SignerError> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| SignerError::BadLeaf("empty chain".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| SignerError::BadLeaf(e.to_string()))?;
+    let key = rcgen::KeyPair::try_from(key_pkcs8)?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(SignerError::WrongKey);
+    }
+    Ok(())
+}
+
 /// The serial (hex) and notAfter of the leaf of a chain.
 ///
 /// # Errors
@@ -206,35 +304,5 @@ pub fn read_leaf(chain: &[Vec<u8>]) -> Result<(String, SystemTime), SignerError>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csr_carries_a_p256_key_and_parses() {
-        let (key, csr) = new_key_and_csr().unwrap();
-        assert!(!key.is_empty());
-        let parsed = rcgen::CertificateSigningRequestParams::from_der(&csr.into()).unwrap();
-        assert_eq!(
-            parsed.public_key.algorithm(),
-            &rcgen::PKCS_ECDSA_P256_SHA256
-        );
-    }
-
-    #[test]
-    fn refusals_pass_through() {
-        let job = SignJob {
-            entry_id: "e".into(),
-            generation: 1,
-        };
-        let reply = SignReply {
-            entry_id: "e".into(),
-            chain: vec![],
-            code: 7,
-            message: "task t is closed".into(),
-        };
-        match outcome(job, vec![], reply, SystemTime::now()) {
-            SignOutcome::Refused { code, .. } => assert_eq!(code, 7),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
+#[path = "signer_tests.rs"]
+mod tests;

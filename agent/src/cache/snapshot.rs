@@ -24,6 +24,8 @@ pub struct Identity {
     /// The hint.
     pub hint: String,
     /// The task, when bound to one.
+    /// The entry's creation time (unix seconds) and store revision: the sort key.
+    pub created: (i64, u64),
     pub task_id: Option<String>,
     /// The precomputed Workload API payload.
     pub x509: X509svid,
@@ -66,7 +68,7 @@ pub struct BundlePayloads {
 /// The published view.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Identities, sorted by SPIFFE ID then entry ID.
+    /// Identities, oldest entry first (creation time, revision, then entry ID).
     pub identities: Vec<Arc<Identity>>,
     /// For each selector, the indexes of the identities that use it.
     pub index: HashMap<Selector, Vec<u32>>,
@@ -88,7 +90,7 @@ impl Snapshot {
         closed_tasks: &BTreeSet<String>,
         closed_sequence: u64,
     ) -> Self {
-        identities.sort_by(|a, b| (&a.spiffe_id, &a.entry_id).cmp(&(&b.spiffe_id, &b.entry_id)));
+        identities.sort_by(|a, b| (a.created, &a.entry_id).cmp(&(b.created, &b.entry_id)));
         let mut index: HashMap<Selector, Vec<u32>> = HashMap::new();
         let mut needed = NeededKinds::default();
         for (i, identity) in identities.iter().enumerate() {
@@ -115,7 +117,10 @@ impl Snapshot {
         }
     }
 
-    /// The identities whose selectors are all among `caller` (DESIGN 3.1), in snapshot order.
+    /// The identities whose selectors are all among `caller` (DESIGN 3.1), oldest entry
+    /// first, so the default (first) SVID does not change when an unrelated entry is added.
+    /// Of several with one non-empty hint only the oldest is kept: hints are unique within a
+    /// response ([Workload API spec, X509-SVID hints](https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE_Workload_API.md)).
     pub fn matching(&self, caller: &[Selector]) -> Vec<Arc<Identity>> {
         let mut hits: HashMap<u32, usize> = HashMap::new();
         for selector in caller {
@@ -136,9 +141,11 @@ impl Snapshot {
             .collect();
         matched.sort_unstable();
         matched
+        let mut hints = std::collections::HashSet::new();
             .into_iter()
             .filter_map(|i| self.identities.get(i as usize).cloned())
             .collect()
+            .filter(|identity| identity.hint.is_empty() || hints.insert(identity.hint.clone()))
     }
 }
 
@@ -174,12 +181,17 @@ mod tests {
 
     fn identity(id: &str, selectors: &[&str]) -> Arc<Identity> {
         let mut selectors: Vec<Selector> = selectors.iter().map(|s| s.parse().unwrap()).collect();
+        aged(id, selectors, "", (0, 0))
+    }
+
+    fn aged(id: &str, selectors: &[&str], hint: &str, created: (i64, u64)) -> Arc<Identity> {
         selectors.sort();
         Arc::new(Identity {
             entry_id: id.into(),
             spiffe_id: format!("spiffe://example.org/{id}"),
             selectors,
-            hint: String::new(),
+            hint: hint.into(),
+            created,
             task_id: None,
             x509: X509svid::default(),
             not_after: SystemTime::now(),
@@ -224,3 +236,36 @@ mod tests {
         assert!(snap.matching(&[]).is_empty());
     }
 }
+
+    #[test]
+    fn oldest_entry_first_and_one_svid_per_hint() {
+        let uid = ["unix:uid:7"];
+        let build = |identities| {
+            Snapshot::build(
+                identities,
+                Arc::new(BundlePayloads::default()),
+                Arc::default(),
+                1,
+            )
+        };
+        let order = |snap: &Snapshot| -> Vec<String> {
+            let caller: Vec<Selector> = uid.iter().map(|s| s.parse().unwrap()).collect();
+            snap.matching(&caller)
+                .iter()
+                .map(|i| i.entry_id.clone())
+                .collect()
+        };
+        let old = aged("zz-old", &uid, "main", (100, 5));
+        let dup = aged("aa-dup", &uid, "main", (200, 9));
+        let plain = aged("mm-plain", &uid, "", (150, 7));
+        let snap = build(vec![dup.clone(), plain.clone(), old.clone()]);
+        assert_eq!(
+            order(&snap),
+            ["zz-old", "mm-plain"],
+            "the younger `main` is dropped"
+        );
+        // An unrelated younger entry, whose ID sorts first, leaves the default SVID alone.
+        let added = aged("00-new", &uid, "", (300, 11));
+        let snap = build(vec![added, dup, plain, old]);
+        assert_eq!(order(&snap), ["zz-old", "mm-plain", "00-new"]);
+    }

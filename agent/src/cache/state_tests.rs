@@ -22,6 +22,7 @@ fn entry(id: &str, task: Option<&str>) -> AgentEntry {
         task_id: task.map(str::to_owned),
         dns_names: vec![],
         hint: String::new(),
+        created: (0, 0),
     }
 }
 

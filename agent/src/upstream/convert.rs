@@ -65,6 +65,7 @@ pub fn entry(entry: types::Entry) -> Result<AgentEntry, ConvertError> {
         task_id: (!entry.task_id.is_empty()).then_some(entry.task_id),
         dns_names: entry.dns_names,
         hint: entry.hint,
+        created: (entry.created_at_unix, entry.revision),
     })
 }
 

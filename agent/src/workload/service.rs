@@ -2,6 +2,7 @@
 //! JWT SVIDs, bundles, and JWT validation. Errors map to `tonic::Status` here only.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::SystemTime;
 
 use mandate_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -21,6 +22,11 @@ use super::claims::validate;
 use super::jwt_cache::{JwtCache, JwtMinter};
 use crate::cache::snapshot::{Identity, Snapshot};
 
+/// The metadata key, on the answer to a `ValidateJWTSVID` without a token (the healthcheck's
+/// probe), that carries when the agent last heard from the server, in unix milliseconds (0:
+/// never since it started).
+pub const LAST_HEARD_KEY: &str = "mandate-last-heard-unix-ms";
+
 /// The Workload API service.
 #[derive(Clone)]
 pub struct WorkloadService {
@@ -28,6 +34,7 @@ pub struct WorkloadService {
     attestor: Arc<UnixAttestor>,
     jwts: Arc<JwtCache>,
     minter: Arc<dyn JwtMinter>,
+    last_heard_ms: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for WorkloadService {
@@ -37,18 +44,20 @@ impl std::fmt::Debug for WorkloadService {
 }
 
 impl WorkloadService {
-    /// A service over the published snapshots.
+    /// A service over the published snapshots; `last_heard_ms` is updated by the sync loop.
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
         attestor: Arc<UnixAttestor>,
         jwts: Arc<JwtCache>,
         minter: Arc<dyn JwtMinter>,
+        last_heard_ms: Arc<AtomicI64>,
     ) -> Self {
         Self {
             snapshots,
             attestor,
             jwts,
             minter,
+            last_heard_ms,
         }
     }
 
@@ -149,9 +158,8 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<JwtsvidResponse>, Status> {
         let (mut caller, snapshot) = self.caller(&request)?;
         let request = request.into_inner();
-        if request.audience.is_empty() || request.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
+        mandate_core::jwt::check_audience(&request.audience)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let identities: Vec<Arc<Identity>> = caller
             .identities(&snapshot)
             .into_iter()
@@ -163,6 +171,10 @@ impl SpiffeWorkloadApi for WorkloadService {
         let mut svids = Vec::with_capacity(identities.len());
         for identity in &identities {
             svids.push(self.jwt_for(identity, &request.audience).await?);
+        }
+        // The process must still be what it was attested as when the answer goes out.
+        if !caller.unchanged() {
+            return Err(Status::permission_denied(NO_IDENTITY));
         }
         Ok(Response::new(JwtsvidResponse { svids }))
     }
@@ -185,7 +197,16 @@ impl SpiffeWorkloadApi for WorkloadService {
             return Err(Status::invalid_argument("audience must be specified"));
         }
         if request.svid.is_empty() {
-            return Err(Status::invalid_argument("svid must be specified"));
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            let heard = self.last_heard_ms.load(Ordering::SeqCst).to_string();
+            if let Ok(value) = heard.parse() {
+                metadata.insert(LAST_HEARD_KEY, value);
+            }
+            return Err(Status::with_metadata(
+                tonic::Code::InvalidArgument,
+                "svid must be specified",
+                metadata,
+            ));
         }
         let snapshot = self.snapshots.borrow().clone();
         let jwks = snapshot

@@ -1,6 +1,7 @@
 //! JWT-SVIDs (DESIGN 3.1, 3.3): ES256 minting and verification with aws-lc-rs directly, and
 //! the JWKS bundle ([JWT-SVID.md](https://github.com/spiffe/spiffe/blob/main/standards/JWT-SVID.md)).
 
+mod audience;
 mod jwks;
 mod verify;
 
@@ -13,6 +14,9 @@ use serde_json::{Map, Value, json};
 use spiffe::SpiffeId;
 
 use crate::delegation::{Delegation, DelegationError};
+pub use audience::{
+    AudienceError, MAX_AUDIENCE_LEN, MAX_AUDIENCE_TOTAL, MAX_AUDIENCES, check_audience,
+};
 pub use jwks::Jwks;
 pub use verify::{MAX_TOKEN_LEN, verify};
 

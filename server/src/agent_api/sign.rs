@@ -7,13 +7,14 @@ use std::time::SystemTime;
 
 use mandate_core::csr::public_key_from_csr;
 use mandate_core::delegation::Delegation;
+use mandate_core::ids::TaskId;
 use mandate_core::time::unix_seconds;
 use mandate_proto::agent::{SignX509SvidRequest, SignX509SvidResult};
 
 use crate::ca::SvidRequest;
 use crate::context::Context;
 use crate::entries::parse_entry_id;
-use crate::registry::{Plan, RegistryError};
+use crate::registry::{Plan, RegistryError, State};
 use crate::store::{AuditDraft, IssuedSerial, StoredEntry, StoredTask, WriteOp};
 
 /// Most CSRs in one call.
@@ -40,16 +41,8 @@ pub(super) async fn authorize(
         let mut found = Vec::with_capacity(entry_ids.len());
         let mut denied = None;
         for id in entry_ids {
-            let entry = parse_entry_id(id)
-                .ok()
-                .and_then(|id| state.index.entry(&id).cloned());
-            match entry {
-                Some(e) if agent_id.as_ref() == Some(&e.entry.parent_id) => {
-                    let task = e
-                        .entry
-                        .task_id
-                        .as_ref()
-                        .and_then(|t| state.index.task(t).cloned());
+            match resolve_entry(&state, id) {
+                Some((e, task)) if agent_id.as_ref() == Some(&e.entry.parent_id) => {
                     found.push((e, task));
                 }
                 _ => {
@@ -74,6 +67,39 @@ pub(super) async fn authorize(
     Err(RegistryError::PermissionDenied(format!(
         "entry {denied:?} is not authorized for agent {agent}"
     )))
+}
+
+/// The entry and task an agent's entry ID names, from the server's records: a plain entry
+/// with its task, or `<delegate entry>/<sub-task>` for a delegate entry's SVID of one
+/// sub-task bound to it (DESIGN 3.8). `None` when unknown, when a delegate entry is named
+/// alone (it issues nothing by itself), or when the sub-task is not bound to that entry.
+pub(super) fn resolve_entry(state: &State, id: &str) -> Option<Authorized> {
+    match id.split_once('/') {
+        None => {
+            let entry = state.index.entry(&parse_entry_id(id).ok()?)?;
+            if !entry.entry.delegate_from.is_empty() {
+                return None;
+            }
+            let task = entry
+                .entry
+                .task_id
+                .as_ref()
+                .and_then(|t| state.index.task(t).cloned());
+            Some((Arc::clone(entry), task))
+        }
+        Some((entry_id, task_id)) => {
+            let entry = state.index.entry(&parse_entry_id(entry_id).ok()?)?;
+            let task = state.index.task(&TaskId::new(task_id).ok()?)?;
+            let lineage = task.task.lineage.as_ref()?;
+            let bound = lineage.delegate == entry.entry.spiffe_id.to_string()
+                && entry
+                    .entry
+                    .delegate_from
+                    .iter()
+                    .any(|d| d.to_string() == lineage.delegator);
+            bound.then(|| (Arc::clone(entry), Some(Arc::clone(task))))
+        }
+    }
 }
 
 /// Why an authorized entry may still not be issued: its task is not open.
@@ -122,10 +148,12 @@ pub(super) async fn sign_x509(
         d
     }));
     if !plan.audit.is_empty() {
-        ctx.registry
+        let ended = ctx
+            .registry
             .write(now, |state| {
                 // A task that ended while we signed: its close already read the serials, so
-                // revoke these here (under the write lock, see `Tasks::transition`).
+                // revoke these here (read under the write lock, see `Tasks::transition`; the
+                // CRL is signed after the commit).
                 let ended: Vec<IssuedSerial> = late
                     .iter()
                     .filter(|(t, _)| {
@@ -135,19 +163,15 @@ pub(super) async fn sign_x509(
                     })
                     .map(|(_, s)| s.clone())
                     .collect();
-                if !ended.is_empty() {
-                    ctx.ca
-                        .revoke(&ended, now)
-                        .map_err(|e| RegistryError::Internal(e.to_string()))?;
-                }
-                Ok((plan, ()))
+                Ok((plan, ended))
             })
             .await?;
+        ctx.ca.publish_revocations(&ended, now).await?;
     }
     Ok(results)
 }
 
-type Issued = (Option<mandate_core::ids::TaskId>, IssuedSerial, AuditDraft);
+type Issued = (Option<TaskId>, IssuedSerial, AuditDraft);
 
 fn sign_all(
     ctx: &Context,
@@ -199,7 +223,7 @@ fn sign_all(
                 let serial = signed.serial.to_string();
                 let not_after = unix_seconds(signed.not_after);
                 issued.push((
-                    entry.entry.task_id.clone(),
+                    task.as_ref().map(|t| t.task.id.clone()),
                     IssuedSerial {
                         serial: serial.clone(),
                         not_after,
@@ -208,7 +232,7 @@ fn sign_all(
                     AuditDraft {
                         kind: "svid.issue",
                         actor: entry.entry.parent_id.to_string(),
-                        task_id: entry.entry.task_id.as_ref().map(ToString::to_string),
+                        task_id: task.as_ref().map(|t| t.task.id.to_string()),
                         spiffe_id: Some(entry.entry.spiffe_id.to_string()),
                         serial: Some(serial),
                         detail: format!("x509 entry {} not_after {not_after}", entry.entry.id),
@@ -232,7 +256,8 @@ fn sign_all(
 ///
 /// # Errors
 /// `PermissionDenied` for another agent's entry (audited) or a task not open,
-/// `InvalidArgument` for an empty audience.
+/// `InvalidArgument` for an empty audience or one beyond the bounds of
+/// [`mandate_core::jwt::check_audience`] (the audit record carries the audience).
 pub(super) async fn mint_jwt(
     ctx: &Context,
     agent: &str,
@@ -240,11 +265,8 @@ pub(super) async fn mint_jwt(
     audience: Vec<String>,
     now: SystemTime,
 ) -> Result<(String, i64), RegistryError> {
-    if audience.is_empty() || audience.iter().any(|a| a.is_empty()) {
-        return Err(RegistryError::InvalidArgument(
-            "audience must not be empty".into(),
-        ));
-    }
+    mandate_core::jwt::check_audience(&audience)
+        .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
     let mut found = authorize(ctx, agent, &[entry_id], now).await?;
     let (entry, task) = found
         .pop()
@@ -275,7 +297,7 @@ pub(super) async fn mint_jwt(
     let draft = AuditDraft {
         kind: "svid.issue",
         actor: agent.to_owned(),
-        task_id: entry.entry.task_id.as_ref().map(ToString::to_string),
+        task_id: task.as_ref().map(|t| t.task.id.to_string()),
         spiffe_id: Some(entry.entry.spiffe_id.to_string()),
         detail: format!(
             "jwt entry {} aud {} exp {exp}",
