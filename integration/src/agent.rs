@@ -41,15 +41,15 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Attests a new agent to `server` with the ID `spiffe://example.org/node/<name>` and waits
-    /// until its socket answers.
+    /// Attests a new agent to `server` with the ID `spiffe://example.org/mandate/agent/<name>`
+    /// (agent IDs lie under `/mandate/agent/`, DESIGN 3.7) and waits until its socket answers.
     ///
     /// # Errors
     ///
     /// When the agent does not come up within 30 s.
     pub fn start(server: &Server, name: &str) -> Result<Self> {
         let options = AgentOptions {
-            agent_id: Some(format!("spiffe://{TRUST_DOMAIN}/node/{name}")),
+            agent_id: Some(format!("spiffe://{TRUST_DOMAIN}/mandate/agent/{name}")),
             ..AgentOptions::default()
         };
         Self::start_with(server, options)

@@ -1,4 +1,4 @@
-//! A hostile node agent against the real server's agent API (SYSTEM.md "Signing"): minting
+//! A hostile node agent against the real server's agent API (DESIGN 3.5 "Signing"): minting
 //! for another agent's entry, signing or minting under a closed task, a batch that smuggles a
 //! foreign entry between its own, oversized batches and messages. The CSR contents (CA=true,
 //! extra SANs, a forged delegation) and cross-agent signing are covered in server_agent_api.rs

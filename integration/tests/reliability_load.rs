@@ -189,7 +189,7 @@ fn a_hundred_agents_sync_through_one_server() -> Result<()> {
         for n in 0..AGENTS {
             let mut agent = server_support::attest(
                 &server,
-                Some(&format!("spiffe://example.org/node/sync-{n}")),
+                Some(&format!("spiffe://example.org/mandate/agent/sync-{n}")),
             )
             .await?;
             let stream = agent.sync(0).await?;
@@ -202,7 +202,7 @@ fn a_hundred_agents_sync_through_one_server() -> Result<()> {
         let create = Instant::now();
         for (agent, _) in &streams {
             let request = mandate_proto::admin::CreateEntryRequest {
-                spiffe_id: format!("{}/workload", agent.id.replace("/node/", "/wl/")),
+                spiffe_id: format!("{}/workload", agent.id.replace("/mandate/agent/", "/wl/")),
                 parent_id: agent.id.clone(),
                 selectors: vec!["unix:uid:1001".into()],
                 ..Default::default()

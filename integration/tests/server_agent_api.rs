@@ -77,11 +77,11 @@ fn a_join_token_is_single_use_and_refusals_are_audited() -> Result<()> {
             .err()
             .context("unknown token")?;
         assert_eq!(unknown.code(), tonic::Code::PermissionDenied);
-        let named = server.token(Some("spiffe://example.org/node/a"))?;
+        let named = server.token(Some("spiffe://example.org/mandate/agent/a"))?;
         let (named_id, _, _) = attest_raw(&server, &named)
             .await?
             .map_err(|s| anyhow::anyhow!("{s}"))?;
-        assert_eq!(named_id, "spiffe://example.org/node/a");
+        assert_eq!(named_id, "spiffe://example.org/mandate/agent/a");
         Ok::<_, anyhow::Error>(())
     })?;
     let kinds = audit_kinds(&server)?;

@@ -59,10 +59,13 @@ fn tokens_bundle_health_round_trip() -> Result<()> {
         "--ttl",
         "90s",
         "--agent-id",
-        "spiffe://example.org/node/1",
+        "spiffe://example.org/mandate/agent/node-1",
     ])?;
     assert!(is_hex(json["token"].as_str().context("token")?, 32));
-    assert_eq!(json["agent_id"], "spiffe://example.org/node/1");
+    assert_eq!(
+        json["agent_id"],
+        "spiffe://example.org/mandate/agent/node-1"
+    );
     assert!(json["expires_at"].as_i64().context("unix seconds")? > 1_700_000_000);
     let pem = server.cli_ok(&["bundle", "show"])?;
     assert!(

@@ -13,8 +13,10 @@ use crate::store::{AuditDraft, Change, StoredEntry, WriteOp};
 /// Creates an entry from `spec` after checking it (DESIGN 3.7 input rules).
 ///
 /// # Errors
-/// `InvalidArgument` for a malformed spec, `NotFound` for an unknown task, `AlreadyExists`
-/// for an entry with the same SPIFFE ID, parent and selectors, or a store failure.
+/// `InvalidArgument` for a malformed spec or a SPIFFE ID under the reserved `/mandate/`,
+/// `NotFound` for an unknown task, `FailedPrecondition` for a closed or expired task,
+/// `AlreadyExists` for an entry with the same SPIFFE ID, parent and selectors, or a store
+/// failure.
 pub async fn create_entry(
     registry: &Registry,
     spec: EntrySpec,
@@ -27,10 +29,18 @@ pub async fn create_entry(
         .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
     registry
         .write(now, |state| {
-            if let Some(task) = &entry.task_id
-                && state.index.task(task).is_none()
-            {
-                return Err(RegistryError::NotFound(format!("task {task} not found")));
+            if let Some(task) = &entry.task_id {
+                let stored = state
+                    .index
+                    .task(task)
+                    .ok_or_else(|| RegistryError::NotFound(format!("task {task} not found")))?;
+                let at_now = stored.task.state_at(now);
+                if at_now.is_final() {
+                    // Its entries would never issue (DESIGN 3.3 "Expiry"), so say so now.
+                    return Err(RegistryError::FailedPrecondition(format!(
+                        "task {task} is {at_now}: an entry bound to it would never issue"
+                    )));
+                }
             }
             if state.index.has_identity(&entry) {
                 return Err(RegistryError::AlreadyExists(format!(
@@ -130,6 +140,7 @@ mod tests {
             task_id: task.map(Into::into),
             dns_names: vec![],
             hint: None,
+            delegate_from: vec![],
         }
     }
 

@@ -1,13 +1,14 @@
 //! TLS channels to mandate-server: the server is authenticated by its SPIFFE ID
-//! (`spiffe://<td>/mandate/server`, SYSTEM.md) with `mandate_core::tls::SpiffeServerVerifier`,
-//! never by host name; the agent presents its SVID once it has one.
+//! (`spiffe://<td>/mandate/server` or `.../mandate/server/<name>`, DESIGN 3.7 "Input rules")
+//! with `mandate_core::tls::SpiffeServerVerifier`, never by host name; the agent presents its
+//! SVID once it has one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use mandate_core::TrustDomain;
 use mandate_core::tls::{SharedRoots, SpiffeIdMatcher, SpiffeServerVerifier};
-use mandate_core::{SpiffeId, TrustDomain};
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::TcpStream;
@@ -43,11 +44,7 @@ pub fn client_config(
     identity: Option<&StoredIdentity>,
 ) -> Result<ClientConfig, ConnectError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let expected = match SpiffeId::new(server_id(trust_domain)) {
-        Ok(id) => SpiffeIdMatcher::Exact(id),
-        // A valid trust domain plus a fixed valid path always parses; fail closed regardless.
-        Err(_) => SpiffeIdMatcher::OneOf(Vec::new()),
-    };
+    let expected = SpiffeIdMatcher::ServerOf(trust_domain.clone());
     let verifier = Arc::new(SpiffeServerVerifier::new(roots, expected));
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -32,17 +32,22 @@ pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct AgentService {
     ctx: Arc<Context>,
+    /// The bounded audit of refused attestations (issue 11, item 10).
+    refusals: Arc<attest::RefusalLog>,
 }
 
 impl AgentService {
     /// The tonic server for `ctx`.
     pub fn server(ctx: Arc<Context>) -> AgentApiServer<Self> {
-        AgentApiServer::new(Self { ctx })
+        let refusals =
+            attest::RefusalLog::new(Arc::clone(&ctx.registry), attest::RefusalPolicy::default());
+        AgentApiServer::new(Self { ctx, refusals })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(64 * 1024 * 1024)
     }
 
-    /// The calling agent's SPIFFE ID after checking it is known and not evicted.
+    /// The calling agent's SPIFFE ID after checking it lies under `/mandate/agent/` (DESIGN
+    /// 3.7) and is a known agent that was not evicted.
     fn agent<T>(&self, req: &Request<T>) -> Result<String, Status> {
         let id = req
             .extensions()
@@ -65,6 +70,7 @@ impl AgentApi for AgentService {
         let ctx = &self.ctx;
         let result = attest::attest(
             &ctx.registry,
+            &self.refusals,
             &ctx.ca,
             req.join_token.trim(),
             &req.csr,

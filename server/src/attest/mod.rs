@@ -1,9 +1,13 @@
-//! Node attestation with join tokens (DESIGN 3.5, SYSTEM.md): 128-bit random, single use,
-//! stored only as their SHA-256; agent SVIDs, renewal, and eviction.
+//! Node attestation with join tokens (DESIGN 3.5 "Join tokens", 3.7 "Input rules"): 128-bit
+//! random, single use, stored only as their SHA-256; agent SVIDs, renewal, and eviction.
 
+mod refusals;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mandate_core::csr::public_key_from_csr;
+use mandate_core::ids::{AGENT_PATH, is_agent_id};
 use mandate_core::time::{from_unix_seconds, unix_seconds};
 use mandate_core::{SpiffeId, TrustDomain};
 use sha2::{Digest, Sha256};
@@ -11,9 +15,16 @@ use sha2::{Digest, Sha256};
 use crate::ca::{CaManager, SignedSvid, SvidRequest};
 use crate::registry::{Plan, Registry, RegistryError};
 use crate::store::{AgentRecord, AuditDraft, Change, TokenRecord, WriteOp};
+pub use refusals::{MORE_REFUSED, RefusalLog, RefusalPolicy, TokenBucket, refusals_in};
 
 /// Default join token lifetime.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(600);
+
+/// Shortest join token lifetime.
+pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(1);
+
+/// Longest join token lifetime (30 days).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The one message every refused join token gets.
 pub const TOKEN_REFUSED: &str = "join token is unknown, used or expired";
@@ -42,8 +53,8 @@ pub struct NewToken {
 /// Creates a join token, optionally naming the agent ID.
 ///
 /// # Errors
-/// `InvalidArgument` for an agent ID outside the trust domain or with an empty path, or a
-/// store failure.
+/// `InvalidArgument` for an agent ID outside the trust domain or not under `/mandate/agent/`
+/// (DESIGN 3.7), or a TTL outside [`MIN_TOKEN_TTL`]`..=`[`MAX_TOKEN_TTL`]; a store failure.
 pub async fn create_token(
     registry: &Registry,
     trust_domain: &TrustDomain,
@@ -55,11 +66,20 @@ pub async fn create_token(
     let named = agent_id
         .map(|id| parse_agent_id(id, trust_domain))
         .transpose()?;
+    let expires = now
+        .checked_add(ttl)
+        .filter(|_| (MIN_TOKEN_TTL..=MAX_TOKEN_TTL).contains(&ttl))
+        .ok_or_else(|| {
+            RegistryError::InvalidArgument(format!(
+                "invalid token TTL {}s: it must be between 1s and 30 days",
+                ttl.as_secs()
+            ))
+        })?;
     let token = hex::encode(rand::random::<[u8; 16]>());
     let agent_id = named
         .clone()
         .unwrap_or_else(|| default_agent_id(trust_domain, &token));
-    let expires_at = unix_seconds(now + ttl);
+    let expires_at = unix_seconds(expires);
     let record = TokenRecord {
         agent_id: named,
         expires_at,
@@ -105,9 +125,10 @@ fn default_agent_id(td: &TrustDomain, token: &str) -> String {
 fn parse_agent_id(id: &str, td: &TrustDomain) -> Result<String, RegistryError> {
     let parsed = mandate_core::ids::parse_spiffe_id(id)
         .map_err(|e| RegistryError::InvalidArgument(format!("invalid agent ID: {e}")))?;
-    if parsed.trust_domain() != td || parsed.path().is_empty() {
+    if parsed.trust_domain() != td || !is_agent_id(&parsed) {
         return Err(RegistryError::InvalidArgument(format!(
-            "invalid agent ID {id}: it must be in trust domain {td} with a non-empty path"
+            "invalid agent ID {id}: it must lie under {}{AGENT_PATH}",
+            td.id_string()
         )));
     }
     Ok(parsed.to_string())
@@ -121,9 +142,11 @@ fn usable(record: Option<&TokenRecord>, now: SystemTime) -> bool {
 ///
 /// # Errors
 /// `InvalidArgument` for a bad CSR; `PermissionDenied` ([`TOKEN_REFUSED`]) for an unknown,
-/// used or expired token, audited as `agent.deny`; a store or CA failure.
+/// used or expired token, audited as `agent.deny` through `refusals` (bounded: see
+/// [`RefusalLog`]); a store or CA failure.
 pub async fn attest(
     registry: &Registry,
+    refusals: &Arc<RefusalLog>,
     ca: &CaManager,
     token: &str,
     csr: &[u8],
@@ -135,13 +158,7 @@ pub async fn attest(
     let hash = token_hash(token);
     let stored = registry.store().token(&hash)?;
     let refuse = |detail: String| async move {
-        let draft = AuditDraft {
-            kind: "agent.deny",
-            actor: "unauthenticated".into(),
-            detail,
-            ..AuditDraft::default()
-        };
-        registry.audit(now, vec![draft]).await?;
+        refusals.refuse(detail, now).await?;
         Err(RegistryError::PermissionDenied(TOKEN_REFUSED.into()))
     };
     let tid = token_id(token);
@@ -210,11 +227,19 @@ pub async fn attest(
     }
 }
 
-/// Checks that `peer` is a known agent that was not evicted.
+/// Checks that `peer` is an agent ID (under `/mandate/agent/`, DESIGN 3.7) of a known agent
+/// that was not evicted. A workload SVID is refused even when an agent of that ID exists.
 ///
 /// # Errors
-/// `PermissionDenied` "agent evicted" or "unknown agent".
+/// `PermissionDenied` for an ID outside `/mandate/agent/`, "agent evicted" or "unknown agent".
 pub fn authorize_agent(registry: &Registry, peer: &str) -> Result<AgentRecord, RegistryError> {
+    let is_agent = mandate_core::ids::parse_spiffe_id(peer).is_ok_and(|id| is_agent_id(&id));
+    if !is_agent {
+        tracing::warn!(%peer, "agent API call with a client certificate that is not an agent's");
+        return Err(RegistryError::PermissionDenied(format!(
+            "{peer} is not an agent ID: the agent API accepts only client certificates under {AGENT_PATH}"
+        )));
+    }
     match registry.read().index.agent(peer) {
         Some(a) if a.banned => Err(RegistryError::PermissionDenied("agent evicted".into())),
         Some(a) => Ok(a.clone()),
@@ -302,3 +327,6 @@ pub async fn evict(
         })
         .await
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,8 +2,14 @@
 //! `--admin-socket` and `--output` are global and may follow the subcommand.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mandate_core::entry;
+use mandate_core::task::MAX_TASK_LIFETIME;
+use mandate_core::time::parse_duration_within;
+
+use crate::attest::{MAX_TOKEN_TTL, MIN_TOKEN_TTL};
 
 /// Mandate server: SPIFFE identities for AI agents acting on someone's behalf.
 #[derive(Debug, Parser)]
@@ -87,8 +93,8 @@ pub enum TokenCommand {
         /// SPIFFE ID the agent gets (default: .../mandate/agent/join_token/<token-id>).
         #[arg(long, value_name = "SPIFFE_ID")]
         agent_id: Option<String>,
-        /// Lifetime, e.g. 10m.
-        #[arg(long, default_value = "10m")]
+        /// Lifetime, from 1s to 30 days, e.g. 10m.
+        #[arg(long, default_value = "10m", value_parser = token_ttl)]
         ttl: String,
     },
 }
@@ -131,11 +137,11 @@ pub struct EntryCreateArgs {
     /// Selector such as unix:uid:1001 (repeat for more).
     #[arg(long = "selector", required = true)]
     pub selectors: Vec<String>,
-    /// X509-SVID lifetime, e.g. 5m.
-    #[arg(long)]
+    /// X509-SVID lifetime, from 1s to 30 days, e.g. 5m (never past the task's deadline).
+    #[arg(long, value_parser = svid_ttl)]
     pub x509_ttl: Option<String>,
-    /// JWT-SVID lifetime, e.g. 5m.
-    #[arg(long)]
+    /// JWT-SVID lifetime, from 1s to 30 days, e.g. 5m (never past the task's deadline).
+    #[arg(long, value_parser = svid_ttl)]
     pub jwt_ttl: Option<String>,
     /// Bind the entry to a task.
     #[arg(long = "task", value_name = "TASK_ID")]
@@ -190,8 +196,8 @@ pub struct TaskOpenArgs {
     /// Allowed action (repeat for more).
     #[arg(long = "action", required = true)]
     pub actions: Vec<String>,
-    /// Time from now until the task expires.
-    #[arg(long, default_value = "1h")]
+    /// Time from now until the task expires, from 1s to 366 days (1y), e.g. 1h.
+    #[arg(long, default_value = "1h", value_parser = task_deadline)]
     pub deadline: String,
     /// Spending limit, e.g. 500.00:EUR.
     #[arg(long)]
@@ -230,4 +236,61 @@ pub enum AuditCommand {
     },
     /// Check the hash chain; exits non-zero when a record was edited or removed.
     Verify,
+}
+
+/// Checks a duration flag against its range at parse time, so a bad value gets clap's one
+/// line and exit 2 before anything is sent; the text stays as written for the command.
+fn bounded(text: &str, min: Duration, max: Duration) -> Result<String, String> {
+    parse_duration_within(text, min, max)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// `token generate --ttl`: 1s to 30 days.
+fn token_ttl(text: &str) -> Result<String, String> {
+    bounded(text, MIN_TOKEN_TTL, MAX_TOKEN_TTL)
+}
+
+/// `entry create --x509-ttl` and `--jwt-ttl`: 1s to 30 days.
+fn svid_ttl(text: &str) -> Result<String, String> {
+    bounded(text, entry::MIN_TTL, entry::MAX_TTL)
+}
+
+/// `task open --deadline`: 1s to 366 days ahead.
+fn task_deadline(text: &str) -> Result<String, String> {
+    bounded(text, Duration::from_secs(1), MAX_TASK_LIFETIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_flags_table() {
+        // (flag parser, text, accepted): zero, the edges, one past them, absurd values.
+        type Parse = fn(&str) -> Result<String, String>;
+        let cases: &[(&str, Parse, &str, bool)] = &[
+            ("ttl", token_ttl, "0s", false),
+            ("ttl", token_ttl, "1s", true),
+            ("ttl", token_ttl, "30days", true),
+            ("ttl", token_ttl, "2592001s", false),
+            ("ttl", token_ttl, "500000000000y", false),
+            ("x509", svid_ttl, "0s", false),
+            ("x509", svid_ttl, "1s", true),
+            ("x509", svid_ttl, "30days", true),
+            ("x509", svid_ttl, "2592001s", false),
+            ("x509", svid_ttl, "10000y", false),
+            ("deadline", task_deadline, "0s", false),
+            ("deadline", task_deadline, "1s", true),
+            ("deadline", task_deadline, "1y", true),
+            ("deadline", task_deadline, "366days", true),
+            ("deadline", task_deadline, "31622401s", false),
+            ("deadline", task_deadline, "10000y", false),
+            ("deadline", task_deadline, "500000000000y", false),
+            ("deadline", task_deadline, "soon", false),
+        ];
+        for (flag, parse, text, ok) in cases {
+            assert_eq!(parse(text).is_ok(), *ok, "{flag} {text:?}");
+        }
+    }
 }

@@ -118,7 +118,10 @@ async fn prepare(server: &Server, entries: usize, batch: usize) -> Result<Prepar
     let admin = Admin::connect(&server.admin_socket).await?;
     let attestor = Attestor::connect(&admin, &server.address).await?;
     let node = attestor
-        .node(&admin, &format!("spiffe://{TRUST_DOMAIN}/bench/issuer"))
+        .node(
+            &admin,
+            &format!("spiffe://{TRUST_DOMAIN}/mandate/agent/bench/issuer"),
+        )
         .await?;
     let ids = create_entries(&admin, &node.spiffe_id, entries).await?;
     let mut requests = Vec::with_capacity(ids.len());

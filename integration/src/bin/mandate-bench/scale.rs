@@ -109,14 +109,20 @@ async fn register_and_sync(fixture: &Fixture, sizes: &Sizes) -> Result<(Value, V
         let (admin, attestor) = (a.clone(), at.clone());
         async move {
             attestor
-                .attest(&admin, &format!("spiffe://{TRUST_DOMAIN}/bench/node/{i}"))
+                .attest(
+                    &admin,
+                    &format!("spiffe://{TRUST_DOMAIN}/mandate/agent/bench/node/{i}"),
+                )
                 .await?;
             Ok(())
         }
     })
     .await?;
     let node = attestor
-        .node(&admin, &format!("spiffe://{TRUST_DOMAIN}/bench/sync"))
+        .node(
+            &admin,
+            &format!("spiffe://{TRUST_DOMAIN}/mandate/agent/bench/sync"),
+        )
         .await?;
     // The sync agent's own entries, then the rest spread over the registered agents (about
     // ten per node, as on real hosts). One parent per 100k entries would measure the server's
@@ -162,7 +168,10 @@ async fn bulk_entries(
         let admin = admin.clone();
         let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/bench/{prefix}/{i}");
         let parent = if parents > 1 {
-            format!("spiffe://{TRUST_DOMAIN}/bench/node/{}", i % parents)
+            format!(
+                "spiffe://{TRUST_DOMAIN}/mandate/agent/bench/node/{}",
+                i % parents
+            )
         } else {
             parent.clone()
         };
