@@ -37,6 +37,22 @@ def golden() -> Delegation:
     )
 
 
+def golden_chain2() -> Delegation:
+    """The value of core/tests/data/delegation-golden-chain2.der: a sub-sub-task."""
+    alice = Principal.parse("user:alice@example.org")
+    return Delegation(
+        principal=alice,
+        task=TaskInfo("task-fetch-2", "fetch one supplier page", 1_796_122_800, 2, 3),
+        actions=("supplier.fetch",),
+        value_limit=ValueLimit.parse("5.00:EUR"),
+        approval=None,
+        chain=(
+            Link(alice, "task-root-0", "spiffe://example.org/ai/planner"),
+            Link(alice, "task-search-1", "spiffe://example.org/ai/search"),
+        ),
+    )
+
+
 def sample(deadline: float | None = None, **changes: object) -> Delegation:
     """A delegation for alice: po.draft and po.read, 500.00 EUR, an hour from now."""
     fields: dict[str, object] = dict(

@@ -12,11 +12,11 @@ from mandate_verify import Delegation, DelegationError
 from mandate_verify import _der
 from mandate_verify._der import tlv, integer
 
-from conftest import DATA, golden
+from conftest import DATA, golden, golden_chain2
 
 GOLDEN_FILES = sorted(DATA.glob("*.der"))
 MALFORMED_FILES = sorted((DATA / "malformed").glob("*.der"))
-EXPECTED = {"delegation-golden.der": golden}
+EXPECTED = {"delegation-golden.der": golden, "delegation-golden-chain2.der": golden_chain2}
 
 
 def test_golden_files_exist() -> None:
@@ -39,9 +39,12 @@ def test_golden_vector_decodes_and_reencodes(path) -> None:
         assert decoded.to_claim() == json.loads(claim_path.read_text())
 
 
-def test_golden_encodes_to_the_committed_bytes() -> None:
+def test_golden_values_encode_to_the_committed_bytes() -> None:
     assert golden().to_der() == (DATA / "delegation-golden.der").read_bytes()
     assert len(golden().to_der()) == 266
+    chain2 = DATA / "delegation-golden-chain2.der"
+    if chain2.exists():
+        assert golden_chain2().to_der() == chain2.read_bytes()
 
 
 @pytest.mark.parametrize("path", MALFORMED_FILES, ids=lambda p: p.name)
