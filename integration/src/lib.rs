@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 pub mod cluster;
+pub mod postgres;
 pub mod workload;
 
 /// The trust domain every harness server uses.
