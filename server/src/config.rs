@@ -9,6 +9,8 @@ use mandate_core::TrustDomain;
 use mandate_core::task::ValueLimit;
 use serde::Deserialize;
 
+use crate::admin_api::roles::{AdminIds, AllowedPath, Role, RoleError};
+
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = ".data/server";
 /// Default agent API address.
@@ -80,6 +82,35 @@ pub struct FileConfig {
     pub metrics_address: Option<String>,
     /// Tracing filter, e.g. `info`.
     pub log_level: Option<String>,
+    /// Address of the optional mTLS admin listener, `HOST:PORT` (DESIGN 3.9).
+    pub admin_bind_address: Option<String>,
+    /// Who may call the mTLS admin listener, and with which role.
+    pub admin_ids: Option<Vec<AdminIdConfig>>,
+}
+
+/// One `[[admin_ids]]` table (DESIGN 3.9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminIdConfig {
+    /// The caller's SPIFFE ID.
+    pub spiffe_id: String,
+    /// Its role.
+    pub role: RoleName,
+    /// For a task broker: where its entries' SPIFFE IDs may lie, e.g. `/ai/`.
+    #[serde(default)]
+    pub allowed_paths: Vec<String>,
+}
+
+/// The role names of `[[admin_ids]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleName {
+    /// `operator`.
+    Operator,
+    /// `task-broker`.
+    TaskBroker,
+    /// `approver`.
+    Approver,
 }
 
 /// `run` flags; each one wins over the config file.
@@ -97,6 +128,8 @@ pub struct FlagOverrides {
     pub metrics_address: Option<String>,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// `--admin-bind-address`.
+    pub admin_bind_address: Option<String>,
 }
 
 /// Upstream CA material read from PEM files.
@@ -137,6 +170,10 @@ pub struct Config {
     pub metrics_address: Option<SocketAddr>,
     /// Tracing filter.
     pub log_level: String,
+    /// The mTLS admin listener, when enabled.
+    pub admin_bind_address: Option<SocketAddr>,
+    /// Its callers and their roles.
+    pub admin_ids: AdminIds,
 }
 
 impl Config {
@@ -171,6 +208,18 @@ impl Config {
             Some(text) if !text.is_empty() => Some(parse_address("metrics_address", &text)?),
             _ => None,
         };
+        let admin_bind_address = match flags.admin_bind_address.or(file.admin_bind_address) {
+            Some(text) if !text.is_empty() => Some(parse_address("admin_bind_address", &text)?),
+            _ => None,
+        };
+        let admin_ids = admin_ids(&trust_domain, file.admin_ids.unwrap_or_default())
+            .map_err(|e| value("admin_ids", e))?;
+        if admin_bind_address.is_some() && admin_ids.is_empty() {
+            return Err(value(
+                "admin_bind_address",
+                "it is set but no [[admin_ids]] may call it",
+            ));
+        }
         let upstream = match (file.upstream_ca_cert, file.upstream_ca_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(UpstreamCa {
@@ -232,8 +281,39 @@ impl Config {
                 .log_level
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_owned()),
+            admin_bind_address,
+            admin_ids,
         })
     }
+}
+
+/// Checks the `[[admin_ids]]` tables: IDs of the trust domain, paths only for brokers.
+fn admin_ids(
+    trust_domain: &TrustDomain,
+    tables: Vec<AdminIdConfig>,
+) -> Result<AdminIds, RoleError> {
+    let mut ids = Vec::with_capacity(tables.len());
+    for table in tables {
+        let role = match table.role {
+            RoleName::TaskBroker if table.allowed_paths.is_empty() => {
+                return Err(RoleError::NoPaths(table.spiffe_id));
+            }
+            RoleName::TaskBroker => Role::TaskBroker {
+                allowed_paths: table
+                    .allowed_paths
+                    .iter()
+                    .map(|p| AllowedPath::new(p))
+                    .collect::<Result<_, _>>()?,
+            },
+            _ if !table.allowed_paths.is_empty() => {
+                return Err(RoleError::PathsWithoutBroker(table.spiffe_id));
+            }
+            RoleName::Operator => Role::Operator,
+            RoleName::Approver => Role::Approver,
+        };
+        ids.push((table.spiffe_id, role));
+    }
+    AdminIds::new(trust_domain, ids)
 }
 
 fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -311,5 +391,55 @@ mod tests {
         assert!(err.to_string().starts_with("invalid ca_ttl"), "{err}");
         let file: FileConfig = toml::from_str("bind_address = \"http://x:1\"").unwrap();
         assert!(Config::resolve(file, FlagOverrides::default()).is_err());
+    }
+
+    #[test]
+    fn admin_ids_table() {
+        let broker =
+            "[[admin_ids]]\nspiffe_id = \"spiffe://example.org/broker\"\nrole = \"task-broker\"\n";
+        // (config, accepted or the start of the one-line error)
+        let cases = [
+            (format!("{broker}allowed_paths = [\"/ai/\"]"), Ok(())),
+            (
+                format!("admin_bind_address = \"127.0.0.1:0\"\n{broker}allowed_paths = [\"/ai/\"]"),
+                Ok(()),
+            ),
+            (broker.to_owned(), Err("invalid admin_ids: the task-broker")),
+            (format!("{broker}allowed_paths = [\"ai\"]"), Err("invalid admin_ids: allowed path")),
+            (
+                "[[admin_ids]]\nspiffe_id = \"spiffe://example.org/a\"\nrole = \"approver\"\nallowed_paths = [\"/x\"]".into(),
+                Err("invalid admin_ids: allowed_paths is only"),
+            ),
+            (
+                "[[admin_ids]]\nspiffe_id = \"example.org/ops\"\nrole = \"operator\"".into(),
+                Err("invalid admin_ids: invalid"),
+            ),
+            (
+                "[[admin_ids]]\nspiffe_id = \"spiffe://other.org/ops\"\nrole = \"operator\"".into(),
+                Err("invalid admin_ids: spiffe://other.org/ops is not in the trust domain"),
+            ),
+            (
+                "admin_bind_address = \"127.0.0.1:0\"".into(),
+                Err("invalid admin_bind_address"),
+            ),
+        ];
+        for (text, want) in cases {
+            let file: FileConfig = toml::from_str(&text).unwrap();
+            let got = Config::resolve(file, FlagOverrides::default());
+            match (got, want) {
+                (Ok(_), Ok(())) => {}
+                (Err(e), Err(prefix)) => {
+                    let line = e.to_string();
+                    assert!(
+                        line.starts_with(prefix) && !line.contains('\n'),
+                        "{text}: {line}"
+                    );
+                }
+                (got, want) => panic!("{text}: {got:?} but wanted {want:?}"),
+            }
+        }
+        let unknown = "[[admin_ids]]\nspiffe_id = \"spiffe://example.org/x\"\nrole = \"root\"";
+        let err = toml::from_str::<FileConfig>(unknown).unwrap_err();
+        assert!(err.message().contains("unknown variant `root`"), "{err}");
     }
 }

@@ -12,7 +12,8 @@ use mandate_core::task::TaskState;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::admin_api::AdminService;
+use crate::admin_api::remote::RoleGate;
+use crate::admin_api::{self, AdminService};
 use crate::agent_api::{self, AgentService};
 use crate::ca::{self, ensure_private_dir};
 use crate::config::Config;
@@ -82,6 +83,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     });
 
     let admin = bind_admin_socket(&config.admin_socket)?;
+    let remote_admin_listener = match config.admin_bind_address {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(io(format!("cannot bind admin_bind_address {addr}")))?,
+        ),
+        None => None,
+    };
     let agent_listener = TcpListener::bind(config.bind_address)
         .await
         .map_err(io(format!("cannot bind {}", config.bind_address)))?;
@@ -111,15 +120,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     let admin_server = tonic::transport::Server::builder()
         .add_service(AdminService::server(Arc::clone(&ctx)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(admin), stopped(stop_rx));
+        .serve_with_incoming_shutdown(UnixListenerStream::new(admin), stopped(stop_rx.clone()));
+    // The same Admin service over mTLS, behind the role gate (DESIGN 3.9).
+    let remote_admin_server = match remote_admin_listener {
+        Some(listener) => {
+            let gate = RoleGate::new(
+                AdminService::server(Arc::clone(&ctx)),
+                Arc::new(config.admin_ids.clone()),
+                Arc::clone(&ctx.registry),
+            );
+            let tls = admin_api::remote::server_config(Arc::clone(&ca))?;
+            Some(
+                tonic::transport::Server::builder()
+                    .add_service(gate)
+                    .serve_with_incoming_shutdown(
+                        agent_api::incoming(listener, tls),
+                        stopped(stop_rx),
+                    ),
+            )
+        }
+        None => None,
+    };
+    let remote_admin_server = async {
+        match remote_admin_server {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
+    };
     ctx.metrics.ready.store(true, Ordering::SeqCst);
     tracing::info!(
         trust_domain = %config.trust_domain,
         bind_address = %config.bind_address,
         admin_socket = %config.admin_socket.display(),
+        admin_bind_address = ?config.admin_bind_address,
         "mandate-server ready"
     );
-    let servers = async { tokio::try_join!(agent_server, admin_server) };
+    let servers = async { tokio::try_join!(agent_server, admin_server, remote_admin_server) };
     tokio::pin!(servers);
     let result = tokio::select! {
         r = &mut servers => r.map(|_| ()),

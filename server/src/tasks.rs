@@ -133,7 +133,9 @@ impl Tasks {
                     task.state.as_str(),
                     mandate_core::time::unix_seconds(task.deadline)
                 );
-                Ok((task_plan(task, "task.open", actor, detail, false), ()))
+                let opened_by = Some(actor.clone());
+                let plan = task_plan(task, opened_by, "task.open", actor, detail, false);
+                Ok((plan, ()))
             })
             .await?;
         self.arm(id.clone(), deadline);
@@ -224,7 +226,8 @@ impl Tasks {
                     (_, Some(a)) if !ends => format!("approver {}", a.approver),
                     _ => String::new(),
                 };
-                Ok((task_plan(task, kind, actor, detail, ends), ()))
+                let opened_by = stored.opened_by.clone();
+                Ok((task_plan(task, opened_by, kind, actor, detail, ends), ()))
             })
             .await?;
         self.current(id)
@@ -240,7 +243,14 @@ impl Tasks {
     }
 }
 
-fn task_plan(task: Task, kind: &'static str, actor: String, detail: String, bundle: bool) -> Plan {
+fn task_plan(
+    task: Task,
+    opened_by: Option<String>,
+    kind: &'static str,
+    actor: String,
+    detail: String,
+    bundle: bool,
+) -> Plan {
     let mut changes = vec![Change::Task {
         id: task.id.clone(),
     }];
@@ -255,7 +265,11 @@ fn task_plan(task: Task, kind: &'static str, actor: String, detail: String, bund
             detail,
             ..AuditDraft::default()
         }],
-        ops: vec![WriteOp::PutTask(StoredTask { task, revision: 0 })],
+        ops: vec![WriteOp::PutTask(StoredTask {
+            task,
+            revision: 0,
+            opened_by,
+        })],
         changes,
     }
 }

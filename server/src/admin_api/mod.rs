@@ -1,7 +1,13 @@
-//! The admin API (`mandate.admin.v1.Admin`, DESIGN 3.6) on a unix socket. Every call's peer
-//! credentials (uid, pid) become the audit actor.
+//! The admin API (`mandate.admin.v1.Admin`, DESIGN 3.6) on a unix socket, and over mTLS to
+//! the callers of `[[admin_ids]]` held to their roles (DESIGN 3.9, `remote`, `roles`,
+//! `ownership`). Every call's peer credentials (uid, pid), or its caller's SPIFFE ID over the
+//! network, become the audit actor.
 
+mod lists;
+mod ownership;
 mod parse;
+pub mod remote;
+pub mod roles;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,7 +26,7 @@ use tonic::{Request, Response, Status};
 
 use crate::context::Context;
 use crate::entries::{self, parse_entry_id};
-use crate::store::{AgentRecord, AuditDraft, AuditRecord, verify_chain};
+use crate::store::{AgentRecord, AuditDraft, AuditRecord};
 use crate::tasks::parse_task_id;
 use crate::{attest, wire};
 
@@ -68,6 +74,9 @@ impl AdminService {
 
 /// The audit actor of an admin call: `uid:<uid> pid:<pid>` from the socket's peer credentials.
 fn actor<T>(req: &Request<T>) -> String {
+    if let Some(caller) = req.extensions().get::<roles::RemoteCaller>() {
+        return caller.spiffe_id.clone();
+    }
     let cred = req
         .extensions()
         .get::<UdsConnectInfo>()
@@ -154,7 +163,9 @@ impl Admin for AdminService {
         request: Request<CreateEntryRequest>,
     ) -> Result<Response<Entry>, Status> {
         let actor = actor(&request);
+        let broker = ownership::broker(&request);
         let result = async {
+            ownership::check_entry_create(&self.ctx.registry, broker.as_ref(), request.get_ref())?;
             let spec = parse::entry_spec(request.into_inner());
             let ctx = &self.ctx;
             let entry = entries::create_entry(
@@ -173,13 +184,19 @@ impl Admin for AdminService {
         self.audit_refusal(&actor, "entry.create", result).await
     }
 
+    type ListEntriesStream = lists::ListStream<ListEntriesResponse>;
+
     async fn list_entries(
         &self,
         _request: Request<ListEntriesRequest>,
-    ) -> Result<Response<ListEntriesResponse>, Status> {
-        let state = self.ctx.registry.read();
-        let entries = state.index.entries().map(|e| wire::entry(e)).collect();
-        Ok(Response::new(ListEntriesResponse { entries }))
+    ) -> Result<Response<Self::ListEntriesStream>, Status> {
+        let entries: Vec<_> = self.ctx.registry.read().index.entries().cloned().collect();
+        let stream = lists::chunked(
+            entries,
+            |e| wire::entry(e),
+            |entries| ListEntriesResponse { entries },
+        );
+        Ok(Response::new(stream))
     }
 
     async fn get_entry(
@@ -200,7 +217,10 @@ impl Admin for AdminService {
         request: Request<DeleteEntryRequest>,
     ) -> Result<Response<DeleteEntryResponse>, Status> {
         let actor = actor(&request);
+        let broker = ownership::broker(&request);
         let result = async {
+            let entry_id = &request.get_ref().id;
+            ownership::check_entry_delete(&self.ctx.registry, broker.as_ref(), entry_id)?;
             let id = entries::delete_entry(
                 &self.ctx.registry,
                 &request.get_ref().id,
@@ -257,8 +277,10 @@ impl Admin for AdminService {
         request: Request<CloseTaskRequest>,
     ) -> Result<Response<Task>, Status> {
         let actor = actor(&request);
+        let broker = ownership::broker(&request);
         let result = async {
             let req = request.into_inner();
+            ownership::check_task(&self.ctx.registry, broker.as_ref(), &req.id)?;
             let reason = (!req.reason.is_empty()).then_some(req.reason);
             let now = SystemTime::now();
             let task = self
@@ -273,17 +295,32 @@ impl Admin for AdminService {
         self.audit_refusal(&actor, "task.close", result).await
     }
 
+    type ListTasksStream = lists::ListStream<ListTasksResponse>;
+
     async fn list_tasks(
         &self,
-        _request: Request<ListTasksRequest>,
-    ) -> Result<Response<ListTasksResponse>, Status> {
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<Self::ListTasksStream>, Status> {
         let now = SystemTime::now();
-        let state = self.ctx.registry.read();
-        let tasks = state.index.tasks().map(|t| wire::task(t, now)).collect();
-        Ok(Response::new(ListTasksResponse { tasks }))
+        // A task broker lists only the tasks it opened (DESIGN 3.9).
+        let broker = ownership::broker(&request);
+        let tasks: Vec<_> = {
+            let state = self.ctx.registry.read();
+            state
+                .index
+                .tasks()
+                .filter(|t| ownership::owns(broker.as_ref(), t))
+                .map(|t| wire::task(t, now))
+                .collect()
+        };
+        let stream = lists::chunked(tasks, Task::clone, |tasks| ListTasksResponse { tasks });
+        Ok(Response::new(stream))
     }
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
+        let broker = ownership::broker(&request);
+        let checked = ownership::check_task(&self.ctx.registry, broker.as_ref(), &request.get_ref().id);
+        self.audit_refusal(&actor(&request), "task.show", checked).await?;
         let id = parse_task_id(&request.get_ref().id).map_err(wire::status)?;
         let state = self.ctx.registry.read();
         let task = state
@@ -293,13 +330,15 @@ impl Admin for AdminService {
         Ok(Response::new(wire::task(task, SystemTime::now())))
     }
 
+    type ListAgentsStream = lists::ListStream<ListAgentsResponse>;
+
     async fn list_agents(
         &self,
         _request: Request<ListAgentsRequest>,
-    ) -> Result<Response<ListAgentsResponse>, Status> {
-        let state = self.ctx.registry.read();
-        let agents = state.index.agents().map(agent).collect();
-        Ok(Response::new(ListAgentsResponse { agents }))
+    ) -> Result<Response<Self::ListAgentsStream>, Status> {
+        let agents: Vec<_> = self.ctx.registry.read().index.agents().cloned().collect();
+        let stream = lists::chunked(agents, agent, |agents| ListAgentsResponse { agents });
+        Ok(Response::new(stream))
     }
 
     async fn evict_agent(
@@ -320,47 +359,27 @@ impl Admin for AdminService {
         self.audit_refusal(&actor, "agent.evict", result).await
     }
 
+    type ListAuditStream = lists::ListStream<ListAuditResponse>;
+
     async fn list_audit(
         &self,
         request: Request<ListAuditRequest>,
-    ) -> Result<Response<ListAuditResponse>, Status> {
-        let task = request.into_inner().task_id;
-        let records = self.ctx.registry.store().audit_records();
-        let records = records.map_err(|e| wire::status(e.into()))?;
-        let records = records
-            .into_iter()
-            .filter(|r| task.is_empty() || r.task_id.as_deref() == Some(task.as_str()))
-            .map(audit_record)
-            .collect();
-        Ok(Response::new(ListAuditResponse { records }))
+    ) -> Result<Response<Self::ListAuditStream>, Status> {
+        let req = request.into_inner();
+        let query = lists::AuditQuery {
+            task_id: req.task_id,
+            since_seq: req.since_seq,
+            limit: req.limit,
+        };
+        let store = Arc::clone(self.ctx.registry.store());
+        Ok(Response::new(lists::audit(store, query, audit_record)))
     }
 
     async fn verify_audit(
         &self,
         _request: Request<VerifyAuditRequest>,
     ) -> Result<Response<VerifyAuditResponse>, Status> {
-        let head = self.ctx.registry.read().audit_head().0;
-        let records = self.ctx.registry.store().audit_records();
-        let response = match records {
-            Err(e) => VerifyAuditResponse {
-                ok: false,
-                records: 0,
-                problem: e.to_string(),
-            },
-            Ok(records) => match verify_chain(&records, head) {
-                Ok(n) => VerifyAuditResponse {
-                    ok: true,
-                    records: n,
-                    problem: String::new(),
-                },
-                Err(p) => VerifyAuditResponse {
-                    ok: false,
-                    records: records.len() as u64,
-                    problem: p.to_string(),
-                },
-            },
-        };
-        Ok(Response::new(response))
+        Ok(Response::new(lists::verify(&self.ctx.registry).await))
     }
 
     async fn health(

@@ -105,8 +105,17 @@ impl AsyncWrite for AgentTlsStream {
     }
 }
 
+/// Serves the server's current SVID (it rotates with the CA); the mTLS admin listener
+/// shares it.
 #[derive(Debug)]
-struct IdentityResolver(Arc<CaManager>);
+pub struct IdentityResolver(Arc<CaManager>);
+
+impl IdentityResolver {
+    /// Resolves to `ca`'s identity.
+    pub fn new(ca: Arc<CaManager>) -> Self {
+        Self(ca)
+    }
+}
 
 impl ResolvesServerCert for IdentityResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {

@@ -18,6 +18,18 @@ pub struct Cli {
     /// Admin API unix socket.
     #[arg(long, global = true, env = "MANDATE_ADMIN_SOCKET", value_name = "PATH")]
     pub admin_socket: Option<PathBuf>,
+    /// Reach the admin API over the network at HOST:PORT (the server's admin_bind_address),
+    /// authenticated by this workload's SVID; needs --endpoint.
+    #[arg(long, global = true, env = "MANDATE_SERVER_ADDRESS", value_name = "HOST:PORT")]
+    pub server_address: Option<String>,
+    /// The local agent's Workload API, e.g. unix:///tmp/agent.sock: where the caller's SVID
+    /// and the trust bundle come from with --server-address.
+    #[arg(long, global = true, env = "SPIFFE_ENDPOINT_SOCKET", value_name = "URI")]
+    pub endpoint: Option<String>,
+    /// With --server-address: which of the caller's SVIDs to present (default: the first).
+    /// Give it before the subcommand: after it, `entry create --spiffe-id` is the entry's ID.
+    #[arg(long = "spiffe-id", env = "MANDATE_SPIFFE_ID", value_name = "ID")]
+    pub caller_spiffe_id: Option<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -83,6 +95,10 @@ pub struct RunArgs {
     /// Log filter, e.g. info or mandate_server=debug.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Also serve the admin API over mTLS at HOST:PORT to the SPIFFE IDs of the config's
+    /// [[admin_ids]], each held to its role (off by default).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_bind_address: Option<String>,
 }
 
 /// `token` subcommands.
@@ -233,6 +249,12 @@ pub enum AuditCommand {
         /// Only records of this task.
         #[arg(long = "task", value_name = "TASK_ID")]
         task: Option<String>,
+        /// Only records after this sequence number.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// At most this many records.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
     },
     /// Check the hash chain; exits non-zero when a record was edited or removed.
     Verify,

@@ -1,7 +1,6 @@
 //! The admin commands: build the request, call the admin API, print the reply. A refusal
 //! prints nothing on stdout and returns one line for stderr.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -15,18 +14,21 @@ use super::args::{
     AgentCommand, AuditCommand, BundleCommand, Command, EntryCommand, OutputFormat, TaskCommand,
     TokenCommand,
 };
+use super::Target;
+use super::print::ListPrinter;
 use super::output::{
     agent_json, agent_text, audit_json, audit_text, entry_json, entry_text, task_json, task_text,
 };
 
-/// What a command prints on success: JSON for `--output json`, text otherwise.
-struct Printed {
-    json: Value,
-    text: String,
+/// What a command prints on success: JSON for `--output json`, text otherwise; a list has
+/// printed itself as it streamed in.
+enum Printed {
+    One { json: Value, text: String },
+    Streamed,
 }
 
 fn both(json: Value, text: impl Into<String>) -> Printed {
-    Printed {
+    Printed::One {
         json,
         text: text.into(),
     }
@@ -53,11 +55,12 @@ fn seconds(flag: &str, text: &str) -> Result<u64, String> {
 /// One line describing what was refused or failed.
 pub(super) async fn execute(
     command: Command,
-    socket: &Path,
+    target: &Target,
     output: OutputFormat,
 ) -> Result<ExitCode, String> {
-    let printed = dispatch(command, socket).await?;
-    let Printed { json, text } = printed;
+    let Printed::One { json, text } = dispatch(command, target, output).await? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     match output {
         OutputFormat::Json => {
             let rendered = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
@@ -69,13 +72,17 @@ pub(super) async fn execute(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn dispatch(command: Command, socket: &Path) -> Result<Printed, String> {
+async fn dispatch(
+    command: Command,
+    target: &Target,
+    output: OutputFormat,
+) -> Result<Printed, String> {
     // Check arguments before connecting, so a bad flag is reported as such.
     match command {
         Command::Run(_) => Err("run is not an admin command".into()),
         Command::Token(TokenCommand::Generate { agent_id, ttl }) => {
             let ttl_seconds = seconds("--ttl", &ttl)?;
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let req = pb::CreateJoinTokenRequest {
                 agent_id: agent_id.unwrap_or_default(),
                 ttl_seconds,
@@ -90,7 +97,7 @@ async fn dispatch(command: Command, socket: &Path) -> Result<Printed, String> {
             Ok(both(json, t.token))
         }
         Command::Bundle(BundleCommand::Show) => {
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let b = client
                 .show_bundle(pb::ShowBundleRequest {})
                 .await
@@ -111,12 +118,12 @@ async fn dispatch(command: Command, socket: &Path) -> Result<Printed, String> {
             let text = mandate_core::x509::pem_encode_certs(&b.x509_authorities);
             Ok(both(json, text.trim_end()))
         }
-        Command::Entry(cmd) => entry(cmd, socket).await,
-        Command::Task(cmd) => task(cmd, socket).await,
-        Command::Agent(cmd) => agent(cmd, socket).await,
-        Command::Audit(cmd) => audit(cmd, socket).await,
+        Command::Entry(cmd) => entry(cmd, target, output).await,
+        Command::Task(cmd) => task(cmd, target, output).await,
+        Command::Agent(cmd) => agent(cmd, target, output).await,
+        Command::Audit(cmd) => audit(cmd, target, output).await,
         Command::Healthcheck => {
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let h = client
                 .health(pb::HealthRequest {})
                 .await
@@ -128,7 +135,11 @@ async fn dispatch(command: Command, socket: &Path) -> Result<Printed, String> {
     }
 }
 
-async fn entry(cmd: EntryCommand, socket: &Path) -> Result<Printed, String> {
+async fn entry(
+    cmd: EntryCommand,
+    target: &Target,
+    output: OutputFormat,
+) -> Result<Printed, String> {
     match cmd {
         EntryCommand::Create(a) => {
             let x509 = a
@@ -151,24 +162,28 @@ async fn entry(cmd: EntryCommand, socket: &Path) -> Result<Printed, String> {
                 dns_names: a.dns_names,
                 hint: a.hint.unwrap_or_default(),
             };
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let e = client.create_entry(req).await.map_err(status)?.into_inner();
             Ok(both(entry_json(&e), e.id.clone()))
         }
         EntryCommand::List => {
-            let mut client = super::connect(socket).await?;
-            let list = client
+            let mut client = target.connect().await?;
+            let mut stream = client
                 .list_entries(pb::ListEntriesRequest {})
                 .await
                 .map_err(status)?
-                .into_inner()
-                .entries;
-            let json = Value::Array(list.iter().map(entry_json).collect());
-            let text: Vec<String> = list.iter().map(entry_text).collect();
-            Ok(both(json, text.join("\n\n")))
+                .into_inner();
+            let mut printer = ListPrinter::new(output, "\n\n");
+            while let Some(chunk) = stream.message().await.map_err(status)? {
+                for e in &chunk.entries {
+                    printer.item(&entry_json(e), &entry_text(e))?;
+                }
+            }
+            printer.finish()?;
+            Ok(Printed::Streamed)
         }
         EntryCommand::Show { id } => {
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let e = client
                 .get_entry(pb::GetEntryRequest { id })
                 .await
@@ -177,7 +192,7 @@ async fn entry(cmd: EntryCommand, socket: &Path) -> Result<Printed, String> {
             Ok(both(entry_json(&e), entry_text(&e)))
         }
         EntryCommand::Delete { id } => {
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let r = client
                 .delete_entry(pb::DeleteEntryRequest { id })
                 .await
@@ -188,7 +203,11 @@ async fn entry(cmd: EntryCommand, socket: &Path) -> Result<Printed, String> {
     }
 }
 
-async fn task(cmd: TaskCommand, socket: &Path) -> Result<Printed, String> {
+async fn task(
+    cmd: TaskCommand,
+    target: &Target,
+    output: OutputFormat,
+) -> Result<Printed, String> {
     let show = |t: types::Task| both(task_json(&t), t.id.clone());
     match cmd {
         TaskCommand::Open(a) => {
@@ -216,20 +235,20 @@ async fn task(cmd: TaskCommand, socket: &Path) -> Result<Printed, String> {
                 max_depth: a.max_depth,
                 require_approval: a.require_approval,
             };
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             Ok(show(
                 client.open_task(req).await.map_err(status)?.into_inner(),
             ))
         }
         TaskCommand::Approve { id, approver } => {
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let req = pb::ApproveTaskRequest { id, approver };
             Ok(show(
                 client.approve_task(req).await.map_err(status)?.into_inner(),
             ))
         }
         TaskCommand::Close { id, reason } => {
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let req = pb::CloseTaskRequest {
                 id,
                 reason: reason.unwrap_or_default(),
@@ -239,21 +258,23 @@ async fn task(cmd: TaskCommand, socket: &Path) -> Result<Printed, String> {
             ))
         }
         TaskCommand::List => {
-            let mut client = super::connect(socket).await?;
-            let list = client
-                .list_tasks(pb::ListTasksRequest {})
+            let mut client = target.connect().await?;
+            let mut stream = client
+                .list_tasks(pb::ListTasksRequest::default())
                 .await
                 .map_err(status)?
-                .into_inner()
-                .tasks;
-            let text: Vec<String> = list.iter().map(task_text).collect();
-            Ok(both(
-                Value::Array(list.iter().map(task_json).collect()),
-                text.join("\n\n"),
-            ))
+                .into_inner();
+            let mut printer = ListPrinter::new(output, "\n\n");
+            while let Some(chunk) = stream.message().await.map_err(status)? {
+                for t in &chunk.tasks {
+                    printer.item(&task_json(t), &task_text(t))?;
+                }
+            }
+            printer.finish()?;
+            Ok(Printed::Streamed)
         }
         TaskCommand::Show { id } => {
-            let mut client = super::connect(socket).await?;
+            let mut client = target.connect().await?;
             let t = client
                 .get_task(pb::GetTaskRequest { id })
                 .await
@@ -264,21 +285,27 @@ async fn task(cmd: TaskCommand, socket: &Path) -> Result<Printed, String> {
     }
 }
 
-async fn agent(cmd: AgentCommand, socket: &Path) -> Result<Printed, String> {
-    let mut client = super::connect(socket).await?;
+async fn agent(
+    cmd: AgentCommand,
+    target: &Target,
+    output: OutputFormat,
+) -> Result<Printed, String> {
+    let mut client = target.connect().await?;
     match cmd {
         AgentCommand::List => {
-            let list = client
+            let mut stream = client
                 .list_agents(pb::ListAgentsRequest {})
                 .await
                 .map_err(status)?
-                .into_inner()
-                .agents;
-            let text: Vec<String> = list.iter().map(agent_text).collect();
-            Ok(both(
-                Value::Array(list.iter().map(agent_json).collect()),
-                text.join("\n"),
-            ))
+                .into_inner();
+            let mut printer = ListPrinter::new(output, "\n");
+            while let Some(chunk) = stream.message().await.map_err(status)? {
+                for a in &chunk.agents {
+                    printer.item(&agent_json(a), &agent_text(a))?;
+                }
+            }
+            printer.finish()?;
+            Ok(Printed::Streamed)
         }
         AgentCommand::Evict { id } => {
             let a = client
@@ -291,24 +318,28 @@ async fn agent(cmd: AgentCommand, socket: &Path) -> Result<Printed, String> {
     }
 }
 
-async fn audit(cmd: AuditCommand, socket: &Path) -> Result<Printed, String> {
-    let mut client = super::connect(socket).await?;
+async fn audit(
+    cmd: AuditCommand,
+    target: &Target,
+    output: OutputFormat,
+) -> Result<Printed, String> {
+    let mut client = target.connect().await?;
     match cmd {
-        AuditCommand::List { task } => {
+        AuditCommand::List { task, since, limit } => {
             let req = pb::ListAuditRequest {
                 task_id: task.unwrap_or_default(),
+                since_seq: since.unwrap_or(0),
+                limit: limit.unwrap_or(0),
             };
-            let records = client
-                .list_audit(req)
-                .await
-                .map_err(status)?
-                .into_inner()
-                .records;
-            let text: Vec<String> = records.iter().map(audit_text).collect();
-            Ok(both(
-                Value::Array(records.iter().map(audit_json).collect()),
-                text.join("\n"),
-            ))
+            let mut stream = client.list_audit(req).await.map_err(status)?.into_inner();
+            let mut printer = ListPrinter::new(output, "\n");
+            while let Some(chunk) = stream.message().await.map_err(status)? {
+                for r in &chunk.records {
+                    printer.item(&audit_json(r), &audit_text(r))?;
+                }
+            }
+            printer.finish()?;
+            Ok(Printed::Streamed)
         }
         AuditCommand::Verify => {
             let r = client

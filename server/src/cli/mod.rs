@@ -1,9 +1,12 @@
 //! The `mandate-server` CLI: `run` starts the server, every other command talks to the admin
-//! API over its unix socket. Exit codes: 0 success, 64 usage/config error, 1 any refusal.
+//! API over its unix socket, or over mTLS with `--server-address` and `--endpoint` (DESIGN
+//! 3.9). Exit codes: 0 success, 64 usage/config error, 1 any refusal.
 
 mod args;
 mod commands;
 mod output;
+mod print;
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +17,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use args::{Cli, Command, OutputFormat, RunArgs};
+pub use remote::Remote;
 
 use crate::config::{self, Config, FlagOverrides};
 
@@ -25,9 +29,20 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(run) => run_server(run, cli.admin_socket),
         command => {
-            let socket = cli
-                .admin_socket
-                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET));
+            let target = match (cli.server_address, cli.endpoint) {
+                (Some(address), Some(endpoint)) => Target::Remote(Remote {
+                    address,
+                    endpoint,
+                    spiffe_id: cli.caller_spiffe_id,
+                }),
+                (Some(_), None) => {
+                    return fail("--server-address needs --endpoint (the local agent's Workload API)");
+                }
+                (None, _) => Target::Socket(
+                    cli.admin_socket
+                        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
+                ),
+            };
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -35,7 +50,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start runtime: {e}")),
             };
-            match runtime.block_on(commands::execute(command, &socket, cli.output)) {
+            match runtime.block_on(commands::execute(command, &target, cli.output)) {
                 Ok(code) => code,
                 Err(message) => fail(&message),
             }
@@ -58,6 +73,7 @@ fn run_server(run: RunArgs, admin_socket: Option<PathBuf>) -> ExitCode {
         admin_socket,
         metrics_address: run.metrics_address,
         log_level: run.log_level,
+        admin_bind_address: run.admin_bind_address,
     };
     // Every setting is checked before anything is bound or opened.
     let config = match Config::load(run.config.as_deref(), flags) {
@@ -108,6 +124,32 @@ async fn shutdown_signal() {
             // Without signal handlers, only Ctrl-C via tokio's fallback.
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Largest admin reply the CLI accepts; lists stream in messages of about 1 MiB.
+const MAX_REPLY: usize = 64 * 1024 * 1024;
+
+/// Where the admin commands go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The admin unix socket.
+    Socket(PathBuf),
+    /// The mTLS admin listener, as a workload of a local agent.
+    Remote(Remote),
+}
+
+impl Target {
+    /// Connects to the admin API.
+    ///
+    /// # Errors
+    /// A one-line message when it cannot be reached.
+    pub async fn connect(&self) -> Result<AdminClient<Channel>, String> {
+        let client = match self {
+            Self::Socket(path) => connect(path).await?,
+            Self::Remote(remote) => remote.connect().await?,
+        };
+        Ok(client.max_decoding_message_size(MAX_REPLY))
     }
 }
 

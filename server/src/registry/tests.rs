@@ -66,7 +66,7 @@ async fn writes_are_published_in_order_and_survive_reopen() {
     assert_eq!(state.index.agents().count(), 20);
     assert_eq!(state.audit_head().0, 20);
     let records = reg.store().audit_records().unwrap();
-    assert_eq!(verify_chain(&records, 20), Ok(20));
+    assert_eq!(verify_chain(&records, &state.audit_head()), Ok(20));
 }
 
 #[tokio::test]

@@ -46,6 +46,15 @@ pub enum AuditProblem {
         /// Last record written.
         expected: u64,
     },
+    /// The last record's hash is not the head the writer recorded: it was edited and its
+    /// hash recomputed.
+    #[error(
+        "audit record {seq} does not match the recorded chain head: it was edited and rehashed"
+    )]
+    HeadMismatch {
+        /// The last record.
+        seq: u64,
+    },
 }
 
 /// The head of the chain, kept in memory by the single writer.
@@ -107,31 +116,68 @@ pub(crate) fn record_hash(r: &AuditRecord) -> String {
     hex::encode(Sha256::digest(&bytes))
 }
 
-/// Checks every link of `records` (in seq order) and that the chain reaches `head_seq`.
+/// Checks every link of `records` (in seq order) and that the chain ends at `head`, the
+/// `(seq, hash)` the writer recorded last. Holds every record: [`ChainVerifier`] walks a
+/// chain of any length in bounded memory.
 ///
 /// # Errors
 /// The first [`AuditProblem`] found.
-pub fn verify_chain(records: &[AuditRecord], head_seq: u64) -> Result<u64, AuditProblem> {
-    let mut prev = String::new();
-    let mut expected_seq = 1;
+pub fn verify_chain(records: &[AuditRecord], head: &(u64, String)) -> Result<u64, AuditProblem> {
+    let mut verifier = ChainVerifier::default();
     for r in records {
-        if r.seq != expected_seq || r.prev_hash != prev {
+        verifier.push(r)?;
+    }
+    verifier.finish(head)
+}
+
+/// Checks a chain one record at a time (in seq order), holding only the last hash, so
+/// `audit verify` reads a log of any length in chunks.
+#[derive(Debug, Clone, Default)]
+pub struct ChainVerifier {
+    last_seq: u64,
+    last_hash: String,
+}
+
+impl ChainVerifier {
+    /// Checks that `r` links to the record before it and that its hash matches its content.
+    ///
+    /// # Errors
+    /// [`AuditProblem::Broken`] or [`AuditProblem::Modified`].
+    pub fn push(&mut self, r: &AuditRecord) -> Result<(), AuditProblem> {
+        if r.seq != self.last_seq + 1 || r.prev_hash != self.last_hash {
             return Err(AuditProblem::Broken { seq: r.seq });
         }
         if record_hash(r) != r.hash {
             return Err(AuditProblem::Modified { seq: r.seq });
         }
-        prev = r.hash.clone();
-        expected_seq += 1;
+        self.last_seq = r.seq;
+        self.last_hash.clone_from(&r.hash);
+        Ok(())
     }
-    let found = expected_seq - 1;
-    if found < head_seq {
-        return Err(AuditProblem::Truncated {
-            found,
-            expected: head_seq,
-        });
+
+    /// How many records were checked.
+    pub fn records(&self) -> u64 {
+        self.last_seq
     }
-    Ok(found)
+
+    /// Checks that the chain reached `head`, the `(seq, hash)` of the last record written, by
+    /// number and by hash: a last record edited and rehashed still differs from the head.
+    ///
+    /// # Errors
+    /// [`AuditProblem::Truncated`] or [`AuditProblem::HeadMismatch`].
+    pub fn finish(&self, head: &(u64, String)) -> Result<u64, AuditProblem> {
+        let (head_seq, head_hash) = head;
+        if self.last_seq < *head_seq {
+            return Err(AuditProblem::Truncated {
+                found: self.last_seq,
+                expected: *head_seq,
+            });
+        }
+        if self.last_seq == *head_seq && self.last_hash != *head_hash {
+            return Err(AuditProblem::HeadMismatch { seq: self.last_seq });
+        }
+        Ok(self.last_seq)
+    }
 }
 
 #[cfg(test)]
@@ -155,37 +201,64 @@ mod tests {
             .collect()
     }
 
+    fn head(records: &[AuditRecord]) -> (u64, String) {
+        records
+            .last()
+            .map(|r| (r.seq, r.hash.clone()))
+            .unwrap_or_default()
+    }
+
     #[test]
     fn intact_chain_verifies() {
-        assert_eq!(verify_chain(&chain(5), 5), Ok(5));
-        assert_eq!(verify_chain(&[], 0), Ok(0));
+        let c = chain(5);
+        assert_eq!(verify_chain(&c, &head(&c)), Ok(5));
+        assert_eq!(verify_chain(&[], &(0, String::new())), Ok(0));
     }
 
     #[test]
     fn edit_delete_and_truncation_are_detected() {
-        let mut edited = chain(5);
+        let intact = chain(5);
+        let head = head(&intact);
+        let mut edited = intact.clone();
         edited[2].detail = "changed".into();
         assert_eq!(
-            verify_chain(&edited, 5),
+            verify_chain(&edited, &head),
             Err(AuditProblem::Modified { seq: 3 })
         );
 
         let mut deleted = chain(5);
         deleted.remove(1);
         assert_eq!(
-            verify_chain(&deleted, 5),
+            verify_chain(&deleted, &head),
             Err(AuditProblem::Broken { seq: 3 })
         );
 
         let mut truncated = chain(5);
         truncated.pop();
         assert!(matches!(
-            verify_chain(&truncated, 5),
+            verify_chain(&truncated, &head),
             Err(AuditProblem::Truncated {
                 found: 4,
                 expected: 5
             })
         ));
+    }
+
+    #[test]
+    fn a_last_record_edited_and_rehashed_differs_from_the_head() {
+        let intact = chain(5);
+        let head = head(&intact);
+        let mut forged = intact;
+        let last = forged.last_mut().expect("five records");
+        last.detail = "nothing happened here".into();
+        last.hash = record_hash(last);
+        // Every link still holds: only the head can tell.
+        let mut links = ChainVerifier::default();
+        assert!(forged.iter().all(|r| links.push(r).is_ok()));
+        assert_eq!(
+            verify_chain(&forged, &head),
+            Err(AuditProblem::HeadMismatch { seq: 5 })
+        );
     }
 
     #[test]

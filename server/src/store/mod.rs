@@ -13,7 +13,7 @@ use mandate_core::ids::{EntryId, TaskId};
 use mandate_core::task::Task;
 use serde::{Deserialize, Serialize};
 
-pub use audit::{AuditChain, AuditDraft, AuditProblem, verify_chain};
+pub use audit::{AuditChain, AuditDraft, AuditProblem, ChainVerifier, verify_chain};
 pub use durability::sync_sled_dir;
 pub use sled_store::{SCHEMA_VERSION, SledStore};
 
@@ -67,6 +67,10 @@ pub struct StoredTask {
     pub task: Task,
     /// The store revision of its last write.
     pub revision: u64,
+    /// The audit actor that opened it (a SPIFFE ID over the network): whose task it is when
+    /// a task broker asks (DESIGN 3.9). Absent in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_by: Option<String>,
 }
 
 /// An attested node agent.
@@ -272,6 +276,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// Backend failure or a corrupt record.
     fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    /// At most `max` audit records after `after_seq`, in chain order: the pages through
+    /// which `audit list` and `audit verify` walk a log of any length in bounded memory.
+    ///
+    /// # Errors
+    /// Backend failure or a corrupt record.
+    fn audit_chunk(&self, after_seq: u64, max: usize) -> Result<Vec<AuditRecord>, StoreError>;
     /// The serials recorded under `task`.
     ///
     /// # Errors
