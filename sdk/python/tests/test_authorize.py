@@ -3,13 +3,21 @@ handshake refusals from real certificates, and the delegation policy's prefixes.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import time
 
 import pytest
 from spiffe import SpiffeId
 
-from mandate_verify import CallerIdentity, DelegationPolicy, Refusal, ValueLimit, Verifier
+from mandate_verify import (
+    CallerIdentity,
+    DelegationPolicy,
+    Link,
+    Principal,
+    Refusal,
+    ValueLimit,
+    Verifier,
+)
 from mandate_verify.revocation import RevokedSerials
 from mandate_verify.status import Snapshot, check_snapshot
 
@@ -36,10 +44,18 @@ def fresh(*closed: str) -> Snapshot:
 
 def with_depth(delegation, depth: int):
     """A delegation deeper than its max depth, which no decoder would yield (defence in depth)."""
-    task = dataclasses.replace(delegation.task)
+    task = copy.copy(delegation.task)
     object.__setattr__(task, "depth", depth)
-    out = dataclasses.replace(delegation)
+    out = copy.copy(delegation)
     object.__setattr__(out, "task", task)
+    return out
+
+
+def with_chain(delegation, links: int):
+    """A delegation with a chain over 8, which no decoder would yield (defence in depth)."""
+    link = Link(Principal.parse("user:carol"), "t-0", "spiffe://example.org/ai/planner")
+    out = copy.copy(delegation)
+    object.__setattr__(out, "chain", (link,) * links)
     return out
 
 
@@ -90,6 +106,17 @@ TABLE = [
     ),
     ("depth exceeded", with_depth(GOOD, 1), fresh(), "po.draft", None, "depth_exceeded"),
     ("depth beats action", with_depth(GOOD, 1), fresh(), "po.approve", None, "depth_exceeded"),
+    (
+        "depth beats chain",
+        with_chain(with_depth(GOOD, 1), 9),
+        fresh(),
+        "po.draft",
+        None,
+        "depth_exceeded",
+    ),
+    ("chain too long", with_chain(GOOD, 9), fresh(), "po.draft", None, "chain_too_long"),
+    ("chain of 8 is fine", with_chain(GOOD, 8), fresh(), "po.draft", None, None),
+    ("chain beats action", with_chain(GOOD, 9), fresh(), "po.approve", None, "chain_too_long"),
     ("action not granted", GOOD, fresh(), "po.approve", None, "action_not_granted"),
     ("action is exact", GOOD, fresh(), "PO.DRAFT", None, "action_not_granted"),
     ("action beats amount", GOOD, fresh(), "po.approve", EUR("900.00:USD"), "action_not_granted"),

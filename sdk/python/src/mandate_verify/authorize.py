@@ -11,7 +11,7 @@ from cryptography import x509
 
 from .caller import CallerIdentity, DelegationPolicy
 from .delegation import Delegation
-from .model import ValueLimit
+from .model import MAX_CHAIN, ValueLimit
 from .refusal import Refusal
 
 __all__ = ["Verifier", "check_grant", "StatusView", "RevocationView"]
@@ -62,7 +62,8 @@ class Verifier:
         policy does not require to carry one (the service applies its own rules to those).
         Raises the `Refusal` of the first rule that fails, in the order of DELEGATION.md 5:
         status_unavailable, status_stale, task_closed, then certificate_revoked (the CRL,
-        DESIGN 3.4's second path), deadline_passed, depth_exceeded, action_not_granted,
+        DESIGN 3.4's second path), deadline_passed, depth_exceeded, chain_too_long,
+        action_not_granted,
         no_value_limit, currency_mismatch, over_value_limit.
         """
         now = time.time() if now is None else now
@@ -84,7 +85,8 @@ class Verifier:
 
 
 def check_grant(delegation: Delegation, action: str, amount: ValueLimit | None, now: float) -> None:
-    """The pure checks of a grant at `now` (unix seconds): deadline, depth, action (exact
+    """The pure checks of a grant at `now` (unix seconds): deadline, depth, chain length (the
+    decoder already refuses a chain over 8; this guards a hand-built one), action (exact
     match) and amount (a limit exists, same currency, within it). Raises the first `Refusal`.
     """
     task = delegation.task
@@ -92,6 +94,8 @@ def check_grant(delegation: Delegation, action: str, amount: ValueLimit | None, 
         raise Refusal.deadline_passed(task.id, task.deadline)
     if task.depth > task.max_depth:
         raise Refusal.depth_exceeded(task.depth, task.max_depth)
+    if len(delegation.chain) > MAX_CHAIN:
+        raise Refusal.chain_too_long(len(delegation.chain), MAX_CHAIN)
     if not delegation.allows(action):
         raise Refusal.action_not_granted(action, task.id)
     if amount is None:

@@ -20,6 +20,7 @@ CODES = (
     "certificate_revoked",
     "deadline_passed",
     "depth_exceeded",
+    "chain_too_long",
     "action_not_granted",
     "no_value_limit",
     "currency_mismatch",
@@ -102,6 +103,12 @@ class Refusal(Exception):
     @classmethod
     def depth_exceeded(cls, depth: int, max_depth: int) -> Refusal:
         return cls("depth_exceeded", f"delegation depth {depth} exceeds the maximum {max_depth}")
+
+    @classmethod
+    def chain_too_long(cls, links: int, most: int) -> Refusal:
+        return cls(
+            "chain_too_long", f"delegation chain has {links} links, at most {most} are allowed"
+        )
 
     @classmethod
     def action_not_granted(cls, action: str, task_id: str) -> Refusal:
