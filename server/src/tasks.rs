@@ -183,6 +183,7 @@ impl Tasks {
         });
         let task = task.await?;
         self.disarm(&id);
+        self.disarm_subtree(&id);
         Ok(task)
     }
 
@@ -193,6 +194,7 @@ impl Tasks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.disarm_subtree(id);
         Ok(task)
     }
 
@@ -227,10 +229,26 @@ impl Tasks {
                     _ => String::new(),
                 };
                 let opened_by = stored.opened_by.clone();
-                Ok((task_plan(task, opened_by, kind, actor, detail, ends), ()))
+                let mut plan = task_plan(task, opened_by, kind, actor, detail, ends);
+                if ends {
+                    // The whole subtree ends in the same durable write (DESIGN 3.8).
+                    let below = self.cascade_into(state, id, now, &mut plan)?;
+                    self.ca
+                        .revoke(&below, now)
+                        .map_err(|e| RegistryError::Internal(e.to_string()))?;
+                }
+                Ok((plan, ()))
             })
             .await?;
         self.current(id)
+    }
+
+    /// Stops the expiry timers below `id` (not its own), whose tasks ended with it.
+    fn disarm_subtree(&self, id: &TaskId) {
+        let below = self.registry.read().index.subtree(id);
+        for task in below.iter().skip(1) {
+            self.disarm(task);
+        }
     }
 
     fn current(&self, id: &TaskId) -> Result<StoredTask, RegistryError> {
@@ -281,6 +299,8 @@ fn task_plan(
 pub fn parse_task_id(id: &str) -> Result<TaskId, RegistryError> {
     TaskId::new(id).map_err(|e| RegistryError::InvalidArgument(format!("invalid task ID: {e}")))
 }
+
+mod subtasks;
 
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,7 @@ pub fn entry(e: &StoredEntry) -> types::Entry {
         hint: entry.hint.clone().unwrap_or_default(),
         revision: e.revision,
         created_at_unix: unix_seconds(entry.created_at),
+        delegate_from: entry.delegate_from.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -45,6 +46,7 @@ pub fn task_state(s: TaskState) -> types::TaskState {
 /// A task on the wire, its state as of `now` (a passed deadline reads as expired).
 pub fn task(t: &StoredTask, now: std::time::SystemTime) -> types::Task {
     let task = &t.task;
+    let lineage = task.lineage.as_ref();
     types::Task {
         id: task.id.to_string(),
         principal: task.principal.to_string(),
@@ -65,6 +67,12 @@ pub fn task(t: &StoredTask, now: std::time::SystemTime) -> types::Task {
         ended_at_unix: task.ended_at.map(unix_seconds).unwrap_or_default(),
         close_reason: task.close_reason.clone().unwrap_or_default(),
         revision: t.revision,
+        parent_id: lineage.map(|l| l.parent_id.to_string()).unwrap_or_default(),
+        depth: lineage.map_or(0, |l| u32::from(l.depth)),
+        // Filled by the admin API, which has the index at hand.
+        children: Vec::new(),
+        delegator_id: lineage.map(|l| l.delegator.clone()).unwrap_or_default(),
+        delegate_id: lineage.map(|l| l.delegate.clone()).unwrap_or_default(),
     }
 }
 

@@ -8,6 +8,7 @@ mod ownership;
 mod parse;
 pub mod remote;
 pub mod roles;
+mod task_tree;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -302,6 +303,7 @@ impl Admin for AdminService {
         request: Request<ListTasksRequest>,
     ) -> Result<Response<Self::ListTasksStream>, Status> {
         let now = SystemTime::now();
+        let filter = task_tree::TaskFilter::new(request.get_ref())?;
         // A task broker lists only the tasks it opened (DESIGN 3.9).
         let broker = ownership::broker(&request);
         let tasks: Vec<_> = {
@@ -309,8 +311,8 @@ impl Admin for AdminService {
             state
                 .index
                 .tasks()
-                .filter(|t| ownership::owns(broker.as_ref(), t))
-                .map(|t| wire::task(t, now))
+                .filter(|t| filter.keeps(t, now) && ownership::owns(broker.as_ref(), t))
+                .map(|t| task_tree::with_children(&state.index, t, now))
                 .collect()
         };
         let stream = lists::chunked(tasks, Task::clone, |tasks| ListTasksResponse { tasks });
@@ -319,15 +321,22 @@ impl Admin for AdminService {
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
         let broker = ownership::broker(&request);
-        let checked = ownership::check_task(&self.ctx.registry, broker.as_ref(), &request.get_ref().id);
-        self.audit_refusal(&actor(&request), "task.show", checked).await?;
+        let checked =
+            ownership::check_task(&self.ctx.registry, broker.as_ref(), &request.get_ref().id);
+        self.audit_refusal(&actor(&request), "task.show", checked)
+            .await?;
         let id = parse_task_id(&request.get_ref().id).map_err(wire::status)?;
         let state = self.ctx.registry.read();
         let task = state
             .index
             .task(&id)
             .ok_or_else(|| Status::not_found(format!("task {id} not found")))?;
-        Ok(Response::new(wire::task(task, SystemTime::now())))
+        let now = SystemTime::now();
+        Ok(Response::new(task_tree::with_children(
+            &state.index,
+            task,
+            now,
+        )))
     }
 
     type ListAgentsStream = lists::ListStream<ListAgentsResponse>;
@@ -380,6 +389,24 @@ impl Admin for AdminService {
         _request: Request<VerifyAuditRequest>,
     ) -> Result<Response<VerifyAuditResponse>, Status> {
         Ok(Response::new(lists::verify(&self.ctx.registry).await))
+    }
+
+    async fn task_tree(
+        &self,
+        request: Request<pb::TaskTreeRequest>,
+    ) -> Result<Response<pb::TaskTreeResponse>, Status> {
+        task_tree::tree(&self.ctx, request.get_ref()).map(Response::new)
+    }
+
+    async fn close_tasks_of_principal(
+        &self,
+        request: Request<pb::CloseTasksOfPrincipalRequest>,
+    ) -> Result<Response<pb::CloseTasksOfPrincipalResponse>, Status> {
+        let actor = actor(&request);
+        let result = task_tree::close_principal(&self.ctx, request.into_inner(), actor.clone())
+            .await
+            .map(Response::new);
+        self.audit_refusal(&actor, "task.close", result).await
     }
 
     async fn health(

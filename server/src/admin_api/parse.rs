@@ -31,6 +31,7 @@ pub(crate) fn entry_spec(req: CreateEntryRequest) -> EntrySpec {
         task_id: (!req.task_id.is_empty()).then_some(req.task_id),
         dns_names: req.dns_names,
         hint: (!req.hint.is_empty()).then_some(req.hint),
+        delegate_from: req.delegate_from,
     }
 }
 

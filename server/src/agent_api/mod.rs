@@ -1,6 +1,8 @@
 //! The agent API (`mandate.agent.v1.AgentApi`, DESIGN 3.5) over TCP + rustls: Attest without
 //! a client certificate, everything else with the agent's SVID.
 
+mod delegate_sync;
+mod delegation;
 mod sign;
 mod sync;
 pub mod tls;
@@ -160,6 +162,30 @@ impl AgentApi for AgentService {
             token,
             expires_at_unix,
         }))
+    }
+
+    async fn open_subtask(
+        &self,
+        request: Request<mandate_proto::agent::ForwardedOpenSubtask>,
+    ) -> Result<Response<mandate_proto::delegation::Subtask>, Status> {
+        let agent = self.agent(&request)?;
+        let forwarded = request.into_inner();
+        delegation::open(&self.ctx, &agent, forwarded, SystemTime::now())
+            .await
+            .map(Response::new)
+            .map_err(wire::status)
+    }
+
+    async fn close_subtask(
+        &self,
+        request: Request<mandate_proto::agent::ForwardedCloseSubtask>,
+    ) -> Result<Response<mandate_proto::delegation::Subtask>, Status> {
+        let agent = self.agent(&request)?;
+        let forwarded = request.into_inner();
+        delegation::close(&self.ctx, &agent, forwarded, SystemTime::now())
+            .await
+            .map(Response::new)
+            .map_err(wire::status)
     }
 
     async fn fetch_bundle(

@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::delegate_sync;
 use crate::context::Context;
 use crate::registry::State;
 use crate::store::{Change, ChangeRecord};
@@ -130,11 +131,15 @@ async fn catch_up(ctx: &Context, agent: &str, since: u64, tx: &Tx) -> Result<u64
 fn snapshot(ctx: &Context, agent: &str, revision: u64) -> Vec<SyncMessage> {
     let now = SystemTime::now();
     let state = ctx.registry.read();
-    let entries: Vec<_> = state
+    // A delegate entry issues nothing by itself: it travels as one entry per open sub-task.
+    let mut entries: Vec<_> = state
         .index
         .entries_of_parent(agent)
+        .filter(|e| e.entry.delegate_from.is_empty())
         .map(|e| wire::entry(e))
         .collect();
+    let (bound_entries, bound_tasks) = delegate_sync::snapshot(&state, agent, now);
+    entries.extend(bound_entries);
     let mut task_ids: Vec<_> = state
         .index
         .entries_of_parent(agent)
@@ -142,11 +147,12 @@ fn snapshot(ctx: &Context, agent: &str, revision: u64) -> Vec<SyncMessage> {
         .collect();
     task_ids.sort();
     task_ids.dedup();
-    let tasks = task_ids
+    let mut tasks: Vec<_> = task_ids
         .iter()
         .filter_map(|id| state.index.task(id))
         .map(|t| wire::task(t, now))
         .collect();
+    tasks.extend(bound_tasks);
     drop(state);
     let mut chunks: Vec<Vec<_>> = entries.chunks(SNAPSHOT_PART).map(<[_]>::to_vec).collect();
     if chunks.is_empty() {
@@ -189,6 +195,11 @@ fn resolve(
     for change in &record.changes {
         match change {
             Change::Entry { id, parent } if parent == agent => match state.index.entry(id) {
+                Some(e) if !e.entry.delegate_from.is_empty() => out.extend(
+                    delegate_sync::entry_change(&state, e, now)
+                        .into_iter()
+                        .map(|event| message(rev, event)),
+                ),
                 Some(e) => {
                     if let Some(task) = e.entry.task_id.as_ref().and_then(|t| state.index.task(t)) {
                         out.push(message(rev, Event::TaskUpdate(wire::task(task, now))));
@@ -202,6 +213,21 @@ fn resolve(
                     }),
                 )),
             },
+            // A sub-task bound to a delegate entry of this agent (DESIGN 3.8).
+            Change::Task { id }
+                if state
+                    .index
+                    .task(id)
+                    .is_some_and(|t| delegate_sync::concerns(&state, agent, t)) =>
+            {
+                if let Some(task) = state.index.task(id) {
+                    out.extend(
+                        delegate_sync::task_change(&state, agent, task, now)
+                            .into_iter()
+                            .map(|event| message(rev, event)),
+                    );
+                }
+            }
             Change::Task { id } if concerns(&state, agent, id) => {
                 if let Some(task) = state.index.task(id) {
                     out.push(message(rev, Event::TaskUpdate(wire::task(task, now))));

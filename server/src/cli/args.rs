@@ -20,11 +20,21 @@ pub struct Cli {
     pub admin_socket: Option<PathBuf>,
     /// Reach the admin API over the network at HOST:PORT (the server's admin_bind_address),
     /// authenticated by this workload's SVID; needs --endpoint.
-    #[arg(long, global = true, env = "MANDATE_SERVER_ADDRESS", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        env = "MANDATE_SERVER_ADDRESS",
+        value_name = "HOST:PORT"
+    )]
     pub server_address: Option<String>,
     /// The local agent's Workload API, e.g. unix:///tmp/agent.sock: where the caller's SVID
     /// and the trust bundle come from with --server-address.
-    #[arg(long, global = true, env = "SPIFFE_ENDPOINT_SOCKET", value_name = "URI")]
+    #[arg(
+        long,
+        global = true,
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        value_name = "URI"
+    )]
     pub endpoint: Option<String>,
     /// With --server-address: which of the caller's SVIDs to present (default: the first).
     /// Give it before the subcommand: after it, `entry create --spiffe-id` is the entry's ID.
@@ -168,6 +178,10 @@ pub struct EntryCreateArgs {
     /// Hint for workloads holding several identities.
     #[arg(long)]
     pub hint: Option<String>,
+    /// Make this a delegate entry (DESIGN 3.8): a SPIFFE ID that may bind sub-tasks to it
+    /// (repeat for more). Such an entry has no task of its own.
+    #[arg(long = "delegate-from", value_name = "SPIFFE_ID")]
+    pub delegate_from: Vec<String>,
 }
 
 /// `task` subcommands.
@@ -183,18 +197,36 @@ pub enum TaskCommand {
         #[arg(long)]
         approver: String,
     },
-    /// Close a task; prints its ID.
+    /// Close a task and its sub-tasks; prints its ID. With --principal (consent withdrawn):
+    /// every pending or open task of that principal, with their sub-tasks; prints their IDs.
     Close {
         /// Task ID.
-        id: String,
+        #[arg(required_unless_present = "principal", conflicts_with = "principal")]
+        id: Option<String>,
+        /// Close every pending or open task of this principal (user:<id>, app:<id> or a
+        /// SPIFFE ID).
+        #[arg(long)]
+        principal: Option<String>,
         /// Why.
         #[arg(long)]
         reason: Option<String>,
     },
-    /// List every task.
-    List,
+    /// List tasks.
+    List {
+        /// Only the tasks of this principal.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only tasks in this state: pending, open, closed or expired.
+        #[arg(long)]
+        state: Option<String>,
+    },
     /// Show one task.
     Show {
+        /// Task ID.
+        id: String,
+    },
+    /// Print a task and every sub-task below it.
+    Tree {
         /// Task ID.
         id: String,
     },

@@ -10,15 +10,16 @@ use mandate_proto::admin::{self as pb};
 use mandate_proto::types;
 use serde_json::{Value, json};
 
+use super::Target;
 use super::args::{
     AgentCommand, AuditCommand, BundleCommand, Command, EntryCommand, OutputFormat, TaskCommand,
     TokenCommand,
 };
-use super::Target;
-use super::print::ListPrinter;
 use super::output::{
     agent_json, agent_text, audit_json, audit_text, entry_json, entry_text, task_json, task_text,
+    task_tree_text,
 };
+use super::print::ListPrinter;
 
 /// What a command prints on success: JSON for `--output json`, text otherwise; a list has
 /// printed itself as it streamed in.
@@ -161,6 +162,7 @@ async fn entry(
                 task_id: a.task.unwrap_or_default(),
                 dns_names: a.dns_names,
                 hint: a.hint.unwrap_or_default(),
+                delegate_from: a.delegate_from,
             };
             let mut client = target.connect().await?;
             let e = client.create_entry(req).await.map_err(status)?.into_inner();
@@ -203,11 +205,7 @@ async fn entry(
     }
 }
 
-async fn task(
-    cmd: TaskCommand,
-    target: &Target,
-    output: OutputFormat,
-) -> Result<Printed, String> {
+async fn task(cmd: TaskCommand, target: &Target, output: OutputFormat) -> Result<Printed, String> {
     let show = |t: types::Task| both(task_json(&t), t.id.clone());
     match cmd {
         TaskCommand::Open(a) => {
@@ -247,20 +245,62 @@ async fn task(
                 client.approve_task(req).await.map_err(status)?.into_inner(),
             ))
         }
-        TaskCommand::Close { id, reason } => {
+        TaskCommand::Close {
+            id: _,
+            principal: Some(principal),
+            reason,
+        } => {
+            let mut client = target.connect().await?;
+            let req = pb::CloseTasksOfPrincipalRequest {
+                principal,
+                reason: reason.unwrap_or_default(),
+            };
+            let closed = client
+                .close_tasks_of_principal(req)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tasks;
+            let ids: Vec<&str> = closed.iter().map(|t| t.id.as_str()).collect();
+            Ok(both(
+                Value::Array(closed.iter().map(task_json).collect()),
+                ids.join("\n"),
+            ))
+        }
+        TaskCommand::Close {
+            id,
+            principal: None,
+            reason,
+        } => {
             let mut client = target.connect().await?;
             let req = pb::CloseTaskRequest {
-                id,
+                id: id.unwrap_or_default(),
                 reason: reason.unwrap_or_default(),
             };
             Ok(show(
                 client.close_task(req).await.map_err(status)?.into_inner(),
             ))
         }
-        TaskCommand::List => {
+        TaskCommand::Tree { id } => {
+            let mut client = target.connect().await?;
+            let tasks = client
+                .task_tree(pb::TaskTreeRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tasks;
+            Ok(both(
+                Value::Array(tasks.iter().map(task_json).collect()),
+                task_tree_text(&tasks),
+            ))
+        }
+        TaskCommand::List { principal, state } => {
             let mut client = target.connect().await?;
             let mut stream = client
-                .list_tasks(pb::ListTasksRequest::default())
+                .list_tasks(pb::ListTasksRequest {
+                    principal: principal.unwrap_or_default(),
+                    state: state.unwrap_or_default(),
+                })
                 .await
                 .map_err(status)?
                 .into_inner();

@@ -42,6 +42,9 @@ pub(crate) fn entry_json(e: &Entry) -> Value {
     put_opt(&mut m, "task_id", &e.task_id);
     m.insert("dns_names".into(), json!(e.dns_names));
     put_opt(&mut m, "hint", &e.hint);
+    if !e.delegate_from.is_empty() {
+        m.insert("delegate_from".into(), json!(e.delegate_from));
+    }
     m.insert("revision".into(), json!(e.revision));
     m.insert("created_at".into(), json!(e.created_at_unix));
     Value::Object(m)
@@ -70,6 +73,7 @@ pub(crate) fn entry_text(e: &Entry) -> String {
     if !e.hint.is_empty() {
         lines.push(format!("hint: {}", e.hint));
     }
+    lines.extend(e.delegate_from.iter().map(|d| format!("delegate_from: {d}")));
     lines.push(format!("created_at: {}", rfc3339(e.created_at_unix)));
     lines.join("\n")
 }
@@ -96,6 +100,11 @@ pub(crate) fn task_json(t: &Task) -> Value {
         );
     }
     m.insert("max_depth".into(), json!(t.max_depth));
+    put_opt(&mut m, "parent_id", &t.parent_id);
+    m.insert("depth".into(), json!(t.depth));
+    m.insert("children".into(), json!(t.children));
+    put_opt(&mut m, "delegator_id", &t.delegator_id);
+    put_opt(&mut m, "delegate_id", &t.delegate_id);
     m.insert("created_at".into(), json!(t.created_at_unix));
     if t.ended_at_unix != 0 {
         m.insert("ended_at".into(), json!(t.ended_at_unix));
@@ -136,6 +145,13 @@ pub(crate) fn task_text(t: &Task) -> String {
         ));
     }
     lines.push(format!("max_depth: {}", t.max_depth));
+    if !t.parent_id.is_empty() {
+        lines.push(format!("parent_id: {}", t.parent_id));
+        lines.push(format!("depth: {}", t.depth));
+        lines.push(format!("delegator_id: {}", t.delegator_id));
+        lines.push(format!("delegate_id: {}", t.delegate_id));
+    }
+    lines.extend(t.children.iter().map(|c| format!("child: {c}")));
     if t.ended_at_unix != 0 {
         lines.push(format!("ended_at: {}", rfc3339(t.ended_at_unix)));
     }
@@ -143,6 +159,34 @@ pub(crate) fn task_text(t: &Task) -> String {
         lines.push(format!("close_reason: {}", t.close_reason));
     }
     lines.join("\n")
+}
+
+/// `task tree` as text: one line per task, indented by its depth below the first (the
+/// root of the subtree), with its state, actions and, for a sub-task, its delegate.
+pub(crate) fn task_tree_text(tasks: &[Task]) -> String {
+    let top = tasks.first().map_or(0, |t| t.depth);
+    tasks
+        .iter()
+        .map(|t| {
+            let indent = "  ".repeat(t.depth.saturating_sub(top) as usize);
+            let mut line = format!(
+                "{indent}{} [{}] {}",
+                t.id,
+                state_name(t.state),
+                t.actions.join(",")
+            );
+            if let Some(v) = &t.value_limit {
+                line.push_str(&format!(" {}", value_limit_text(v.amount_minor, &v.currency)));
+            }
+            if t.delegate_id.is_empty() {
+                line.push_str(&format!(" for {}", t.principal));
+            } else {
+                line.push_str(&format!(" -> {} (by {})", t.delegate_id, t.delegator_id));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// An agent as JSON.

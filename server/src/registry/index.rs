@@ -10,6 +10,8 @@ use mandate_core::selector::Selector;
 
 use crate::store::{AgentRecord, LoadedState, StoredEntry, StoredTask, WriteOp};
 
+mod subtree;
+
 /// The indexed state.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -20,6 +22,8 @@ pub struct Index {
     identities: HashSet<IdentityKey>,
     tasks: BTreeMap<TaskId, Arc<StoredTask>>,
     agents: BTreeMap<String, AgentRecord>,
+    /// Children, delegate entries and bound sub-tasks (DESIGN 3.8).
+    subtree: subtree::SubtreeIndex,
 }
 
 /// What makes two entries the same registration: parent, SPIFFE ID and selector set.
@@ -44,6 +48,7 @@ impl Index {
             index.put_entry(e);
         }
         for t in state.tasks {
+            index.subtree.put_task(&t);
             index.tasks.insert(t.task.id.clone(), Arc::new(t));
         }
         for a in state.agents {
@@ -58,6 +63,7 @@ impl Index {
             WriteOp::PutEntry(e) => self.put_entry(e.clone()),
             WriteOp::DeleteEntry(id) => self.delete_entry(id),
             WriteOp::PutTask(t) => {
+                self.subtree.put_task(t);
                 self.tasks.insert(t.task.id.clone(), Arc::new(t.clone()));
             }
             WriteOp::PutAgent(a) => {
@@ -81,6 +87,7 @@ impl Index {
                 .insert(id.clone());
         }
         self.identities.insert(identity_key(&e.entry));
+        self.subtree.put_entry(&e);
         self.entries.insert(id, Arc::new(e));
     }
 
@@ -89,6 +96,7 @@ impl Index {
             return;
         };
         self.identities.remove(&identity_key(&old.entry));
+        self.subtree.delete_entry(&old);
         let parent = old.entry.parent_id.to_string();
         if let Some(set) = self.by_parent.get_mut(&parent) {
             set.remove(id);

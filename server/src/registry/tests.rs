@@ -107,6 +107,7 @@ fn load_100k_entries() {
                     task_id: None,
                     dns_names: vec![],
                     hint: None,
+                    delegate_from: vec![],
                 };
                 let entry = Entry::from_spec(spec, &td, defaults, SystemTime::now()).unwrap();
                 batch.ops.push(WriteOp::PutEntry(crate::store::StoredEntry {
