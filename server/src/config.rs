@@ -82,6 +82,8 @@ pub struct FileConfig {
     pub metrics_address: Option<String>,
     /// Tracing filter, e.g. `info`.
     pub log_level: Option<String>,
+    /// `[store]`: sled (the default) or PostgreSQL (DESIGN 4).
+    pub store: Option<crate::store::StoreSection>,
     /// Address of the optional mTLS admin listener, `HOST:PORT` (DESIGN 3.9).
     pub admin_bind_address: Option<String>,
     /// Who may call the mTLS admin listener, and with which role.
@@ -170,6 +172,8 @@ pub struct Config {
     pub metrics_address: Option<SocketAddr>,
     /// Tracing filter.
     pub log_level: String,
+    /// Where the state is kept.
+    pub store: crate::store::StoreConfig,
     /// The mTLS admin listener, when enabled.
     pub admin_bind_address: Option<SocketAddr>,
     /// Its callers and their roles.
@@ -233,6 +237,10 @@ impl Config {
                 });
             }
         };
+        let store = crate::store::StoreConfig::resolve(
+            file.store,
+            std::env::var(crate::store::DATABASE_URL_ENV).ok(),
+        )?;
         let approval_required_actions = file
             .approval_required_actions
             .unwrap_or_default()
@@ -277,6 +285,7 @@ impl Config {
             approval_required_actions,
             approval_value_threshold,
             metrics_address,
+            store,
             log_level: flags
                 .log_level
                 .or(file.log_level)

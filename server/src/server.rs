@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
-use crate::store::{SledStore, Store};
+use crate::store::Store;
 use crate::tasks::{ApprovalPolicy, Tasks};
 
 /// Errors that stop the server.
@@ -65,7 +65,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )))?;
     let store_dir = config.data_dir.join("store");
     ensure_private_dir(&store_dir).map_err(io("cannot create store dir"))?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&store_dir)?);
+    let store: Arc<dyn Store> = config.store.open(&store_dir)?;
     let registry = Arc::new(Registry::open(Arc::clone(&store))?);
     let ca = ca::open(&config, Arc::clone(&registry)).await?;
     restore_revocations(&registry, &ca)?;

@@ -3,8 +3,12 @@
 //! version. sled is the embedded default; the trait keeps room for a PostgreSQL backend.
 
 mod audit;
+mod config;
 mod durability;
+mod postgres;
 mod sled_store;
+#[cfg(any(test, feature = "store-suite"))]
+pub mod suite;
 
 use std::fmt;
 
@@ -14,7 +18,9 @@ use mandate_core::task::Task;
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditChain, AuditDraft, AuditProblem, ChainVerifier, verify_chain};
+pub use config::{DATABASE_URL_ENV, StoreConfig, StoreKind, StoreSection};
 pub use durability::sync_sled_dir;
+pub use postgres::{PG_SCHEMA_VERSION, PgStore};
 pub use sled_store::{SCHEMA_VERSION, SledStore};
 
 /// Errors from the store.

@@ -170,9 +170,11 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<u32, StoreError> {
 }
 
 async fn migrate_locked(client: &mut Client) -> Result<u32, StoreError> {
+    // No NOTICE ("already exists, skipping") in the server's log on every start.
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS mandate_schema (
+            "SET client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS mandate_schema (
                  version    integer     PRIMARY KEY,
                  applied_at timestamptz NOT NULL DEFAULT now()
              )",
