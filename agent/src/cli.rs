@@ -111,6 +111,55 @@ pub enum ApiCommand {
     },
     /// Print every X509-SVID update until the stream ends.
     Watch(SocketArg),
+    /// Open a sub-task for a delegate workload (DESIGN 3.8); prints the sub-task ID.
+    Delegate(DelegateArgs),
+    /// Close a sub-task this workload opened.
+    Undelegate(UndelegateArgs),
+}
+
+/// Flags of `api delegate`.
+#[derive(Debug, Args)]
+pub struct DelegateArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// SPIFFE ID of the delegate entry to bind the sub-task to.
+    #[arg(long)]
+    pub target_id: String,
+    /// An action to grant, one of this workload's (repeat for several).
+    #[arg(long, required = true)]
+    pub action: Vec<String>,
+    /// Why, in free text.
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// The limit to grant, `<amount>:<CODE>`; default: this workload's.
+    #[arg(long)]
+    pub value_limit: Option<String>,
+    /// How long from now the sub-task lasts; default: this workload's deadline.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub deadline: Option<std::time::Duration>,
+    /// Which of this workload's SPIFFE IDs delegates; default: its only task-bound one.
+    #[arg(long)]
+    pub delegator_id: Option<String>,
+    /// Which of its tasks delegates, when it holds several for that ID.
+    #[arg(long)]
+    pub delegator_task: Option<String>,
+}
+
+/// Flags of `api undelegate`.
+#[derive(Debug, Args)]
+pub struct UndelegateArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// The sub-task to close.
+    pub task_id: String,
+    /// Why.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Which of this workload's SPIFFE IDs opened it.
+    #[arg(long)]
+    pub delegator_id: Option<String>,
 }
 
 /// `api fetch` kinds.

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod datadir;
+pub mod delegate_client;
 pub mod pem;
 pub mod run;
 pub mod upstream;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mandate_agent::cli::{ApiCommand, Cli, Command, FetchKind, Output};
 use mandate_agent::config::{AgentConfig, RunFlags};
-use mandate_agent::{client, run};
+use mandate_agent::{client, delegate_client, run};
 
 const EXIT_CONFIG: u8 = 64;
 
@@ -62,6 +62,12 @@ fn main() -> ExitCode {
                     ApiCommand::Watch(socket) => client::watch(&socket.socket_path, output)
                         .await
                         .map(|()| None),
+                    ApiCommand::Delegate(args) => {
+                        delegate_client::delegate(args, output).await.map(Some)
+                    }
+                    ApiCommand::Undelegate(args) => {
+                        delegate_client::undelegate(args, output).await.map(Some)
+                    }
                 }
             });
             match result {

@@ -19,6 +19,7 @@ use crate::upstream::node::{self, NodeError, Upstream};
 use crate::upstream::rpc::ServerRpc;
 use crate::upstream::sync::{self, unix_ms};
 use crate::workload::attestor::UnixAttestor;
+use crate::workload::delegation::DelegationService;
 use crate::workload::endpoint::{self, EndpointError};
 use crate::workload::jwt_cache::JwtCache;
 use crate::workload::service::WorkloadService;
@@ -96,8 +97,9 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         attestor.clone(),
         Arc::new(JwtCache::default()),
         rpc.clone(),
-    );
         last_heard.clone(),
+    );
+    let delegation = DelegationService::new(cache.snapshot.clone(), attestor.clone(), rpc.clone());
     let task_status = TaskStatusService::new(cache.snapshot.clone(), attestor, last_heard.clone());
 
     tokio::spawn(manager.run());
@@ -106,9 +108,15 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let renew_upstream = upstream.clone();
     let renew_task = tokio::spawn(async move { renew_upstream.renew_forever().await });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(endpoint::serve(listener, workload, task_status, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(endpoint::serve(
+        listener,
+        workload,
+        task_status,
+        delegation,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let outcome = tokio::select! {
         () = shutdown_signal() => {

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use mandate_proto::delegation::delegation_server::DelegationServer;
 use mandate_proto::delegation::task_status_server::TaskStatusServer;
 use mandate_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::net::UnixListener;
@@ -13,6 +14,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use tokio_stream::StreamExt;
 
+use super::delegation::DelegationService;
 use super::h2_authority::{AuthorityFix, MAX_FRAME_SIZE};
 use super::service::WorkloadService;
 use super::task_status::TaskStatusService;
@@ -179,12 +181,14 @@ pub async fn serve(
     listener: UnixListener,
     workload: WorkloadService,
     task_status: TaskStatusService,
+    delegation: DelegationService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), EndpointError> {
     tonic::transport::Server::builder()
         .max_frame_size(MAX_FRAME_SIZE)
         .add_service(SpiffeWorkloadApiServer::new(workload))
         .add_service(TaskStatusServer::new(task_status))
+        .add_service(DelegationServer::new(delegation))
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
             shutdown,

@@ -4,6 +4,7 @@
 pub mod attestor;
 pub mod caller;
 pub mod claims;
+pub mod delegation;
 pub mod endpoint;
 pub mod h2_authority;
 pub mod jwt_cache;
