@@ -189,11 +189,14 @@ class PoServer(ThreadingHTTPServer):
         request.settimeout(30)
         try:
             tls = self.contexts.server().wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as error:
+            _log.info("connection %d from %s: tls handshake: %s", connection, client_address, error)
+            return
+        try:
             check_peer_svid(tls.getpeercert(binary_form=True), self.contexts.trust_domain)
-        except (OSError, ssl.SSLError, PeerError) as error:
-            _log.info(
-                "connection %d from %s ended: tls handshake: %s", connection, client_address, error
-            )
+        except PeerError as error:
+            _log.info("connection %d from %s refused: %s", connection, client_address, error)
+            tls.close()
             return
         tls.settimeout(None)
         try:
