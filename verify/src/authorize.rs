@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use mandate_core::delegation::Delegation;
+use mandate_core::delegation::{Delegation, MAX_CHAIN};
 use mandate_core::task::ValueLimit;
 
 use crate::caller::{CallerIdentity, DelegationPolicy};
@@ -124,6 +124,13 @@ pub fn check_grant(
         return Err(Refusal::DepthExceeded {
             depth: task.depth,
             max_depth: task.max_depth,
+        });
+    }
+    // DESIGN 3.8: a chain longer than 8 links is refused (the DER decoder refuses one too;
+    // a caller built from parts never went through it).
+    if delegation.chain.len() > MAX_CHAIN {
+        return Err(Refusal::ChainTooLong {
+            links: delegation.chain.len(),
         });
     }
     if !delegation

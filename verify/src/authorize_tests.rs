@@ -165,3 +165,30 @@ async fn required_delegation_is_enforced_for_hand_built_callers() {
         .expect_err("required");
     assert_eq!(refusal.code(), "delegation_required");
 }
+
+#[test]
+fn chain_over_eight_links_is_refused_and_the_chain_is_exposed() {
+    let now = SystemTime::now();
+    let mut chained = delegation(now + Duration::from_secs(60));
+    let link = mandate_core::delegation::Link {
+        principal: chained.principal.clone(),
+        task_id: chained.task.id.clone(),
+        actor: "spiffe://example.org/ai/planner".into(),
+    };
+    chained.task.max_depth = 9;
+    chained.task.depth = 8;
+    chained.chain = vec![link.clone(); 8];
+    assert_eq!(check_grant(&chained, "po.draft", None, now), Ok(()));
+    let caller = CallerIdentity::new(
+        mandate_core::SpiffeId::new("spiffe://example.org/ai/fetch").expect("valid"),
+        Some(chained.clone()),
+    );
+    assert_eq!(caller.chain().len(), 8);
+    assert_eq!(caller.depth(), Some(8));
+    chained.task.depth = 9;
+    chained.chain.push(link);
+    assert_eq!(
+        check_grant(&chained, "po.draft", None, now).map_err(|r| r.code()),
+        Err("chain_too_long")
+    );
+}

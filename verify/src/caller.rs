@@ -2,7 +2,7 @@
 //! and the policy that says which SPIFFE IDs must carry a delegation (DESIGN 3.3).
 
 use mandate_core::SpiffeId;
-use mandate_core::delegation::{self, Delegation};
+use mandate_core::delegation::{self, Delegation, Link};
 use rustls_pki_types::CertificateDer;
 
 use crate::refusal::Refusal;
@@ -109,6 +109,19 @@ impl CallerIdentity {
     /// The delegation the caller acts under, if its certificate carries one.
     pub fn delegation(&self) -> Option<&Delegation> {
         self.delegation.as_ref()
+    }
+
+    /// The delegation chain of a sub-task's caller (DESIGN 3.8): the earlier hops, oldest
+    /// first, each naming the task and the SPIFFE ID that delegated. Empty for a direct
+    /// delegation or none.
+    pub fn chain(&self) -> &[Link] {
+        self.delegation.as_ref().map_or(&[], |d| &d.chain[..])
+    }
+
+    /// How many hops the caller is from the principal (0: the task's own agent), when it
+    /// carries a delegation.
+    pub fn depth(&self) -> Option<u8> {
+        self.delegation.as_ref().map(|d| d.task.depth)
     }
 
     /// A caller built from parts, for services that obtained the identity another way.

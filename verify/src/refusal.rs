@@ -77,6 +77,12 @@ pub enum Refusal {
         /// The task's maximum depth.
         max_depth: u8,
     },
+    /// The delegation chain is longer than 8 links (DESIGN 3.8).
+    #[error("delegation chain has {links} links, at most 8 are allowed")]
+    ChainTooLong {
+        /// How many links the chain has.
+        links: usize,
+    },
     /// No task-status snapshot has arrived yet: delegated callers are refused (fail closed).
     #[error("task status unavailable: no snapshot from the agent yet")]
     StatusUnavailable,
@@ -108,6 +114,7 @@ impl Refusal {
             Self::CurrencyMismatch { .. } => "currency_mismatch",
             Self::OverValueLimit { .. } => "over_value_limit",
             Self::DepthExceeded { .. } => "depth_exceeded",
+            Self::ChainTooLong { .. } => "chain_too_long",
             Self::StatusUnavailable => "status_unavailable",
             Self::StatusStale { .. } => "status_stale",
             Self::PolicyDenied(_) => "policy_denied",
