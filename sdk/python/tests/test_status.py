@@ -115,3 +115,15 @@ def test_reconnects_after_the_agent_restarts(tmp_path) -> None:
             assert watcher.latest().sequence == 7
         finally:
             second.stop()
+
+
+def test_a_closed_set_over_grpc_default_4_mib_arrives(agent: FakeAgent) -> None:
+    closed = [f"task-{i:032x}" for i in range(120_000)]  # about 4.8 MB on the wire
+    agent.first_status = TaskStatusSnapshot(
+        closed_task_ids=closed, sequence=1, as_of_unix_ms=now_ms()
+    )
+    assert agent.first_status.ByteSize() > 4 * 1024 * 1024
+    with TaskStatusWatcher(agent.endpoint) as watcher:
+        assert watcher.wait_ready(10)
+        assert code(watcher, closed[-1]) == "task_closed"
+        assert code(watcher, "task-open") is None

@@ -18,7 +18,7 @@ from spiffe._proto import workload_pb2, workload_pb2_grpc
 
 from ._der import DerError, split_concatenated
 from .refusal import Refusal
-from .status import WORKLOAD_HEADER, grpc_target
+from .status import CHANNEL_OPTIONS, WORKLOAD_HEADER, grpc_target
 
 __all__ = ["RevokedSerials", "revoked_serials", "CrlWatcher", "parse_bundle"]
 
@@ -136,7 +136,7 @@ class CrlWatcher:
         backoff = self._initial_backoff
         while not self._stop.is_set():
             try:
-                with grpc.insecure_channel(self.target) as channel:
+                with grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
                     stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
                     call = stub.FetchX509SVID(
                         workload_pb2.X509SVIDRequest(), metadata=WORKLOAD_HEADER
