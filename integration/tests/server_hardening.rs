@@ -286,3 +286,47 @@ fn durations_and_times_have_checked_ranges() -> Result<()> {
     ensure!(!server.log().contains("panicked"), "{}", server.log());
     Ok(())
 }
+
+#[test]
+fn expired_join_tokens_are_pruned_and_a_used_one_stays_refused() -> Result<()> {
+    use mandate_server::attest::{TOKEN_REFUSED, token_hash};
+    use mandate_server::store::{SledStore, Store};
+    let mut server = Server::start()?;
+    let used = server.cli_ok(&["token", "generate", "--ttl", "3s"])?;
+    let unused = server.cli_ok(&["token", "generate", "--ttl", "3s"])?;
+    let live = server.cli_ok(&["token", "generate", "--ttl", "10m"])?;
+    server_support::block_on(server_support::attest_raw(&server, &used))?
+        .map_err(|s| anyhow::anyhow!("attest: {s}"))?;
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // The server prunes at start and every minute after.
+    server.restart()?;
+    let start = std::time::Instant::now();
+    while !server.log().contains("pruned expired join tokens") {
+        ensure!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no pruning: {}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server.stop()?;
+    {
+        let store = SledStore::open(&server.data_dir.join("store"))?;
+        let stored = |t: &str| store.token(&token_hash(t));
+        ensure!(stored(&used)?.is_none(), "the used, expired token is gone");
+        ensure!(
+            stored(&unused)?.is_none(),
+            "the unused, expired token is gone"
+        );
+        ensure!(stored(&live)?.is_some(), "the live token stays");
+    }
+    server.restart()?;
+    // Pruned or not, the used token stays refused; the live one still attests.
+    let refused = server_support::block_on(server_support::attest_raw(&server, &used))?
+        .err()
+        .context("a used token attested again")?;
+    ensure!(refused.code() == Code::PermissionDenied && refused.message() == TOKEN_REFUSED);
+    server_support::block_on(server_support::attest_raw(&server, &live))?
+        .map_err(|s| anyhow::anyhow!("live token: {s}"))?;
+    Ok(())
+}

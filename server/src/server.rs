@@ -105,6 +105,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     tasks.arm_all();
     let rotation = ca.spawn_rotation();
+    let token_pruning = crate::attest::spawn_token_pruning(
+        Arc::clone(&ctx.registry),
+        crate::attest::TOKEN_PRUNE_EVERY,
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -169,6 +173,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     rotation.abort();
+    token_pruning.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

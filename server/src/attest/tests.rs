@@ -109,3 +109,51 @@ async fn only_agent_ids_pass_the_agent_api_check() {
         );
     }
 }
+
+#[tokio::test]
+async fn expired_tokens_are_pruned_and_used_ones_stay_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let td = TrustDomain::new("example.org").unwrap();
+    let t0 = SystemTime::now();
+    let second = Duration::from_secs(1);
+    let short = create_token(&reg, &td, None, 10 * second, "t".into(), t0)
+        .await
+        .unwrap();
+    let long = create_token(&reg, &td, None, 100 * second, "t".into(), t0)
+        .await
+        .unwrap();
+    // The long token is used, as an attestation marks it.
+    let hash = token_hash(&long.token);
+    let mut used = reg.store().token(&hash).unwrap().unwrap();
+    used.used = true;
+    reg.write(t0, |_| {
+        let plan = Plan {
+            ops: vec![WriteOp::PutToken(hash.clone(), used.clone())],
+            ..Plan::default()
+        };
+        Ok((plan, ()))
+    })
+    .await
+    .unwrap();
+    // (time, tokens pruned, short stored, long stored): nothing before expiry, then each at
+    // its own expiry; the used one is kept (and refused) until it expires.
+    let cases = [
+        (t0, 0, true, true),
+        (t0 + 9 * second, 0, true, true),
+        (t0 + 11 * second, 1, false, true),
+        (t0 + 99 * second, 0, false, true),
+        (t0 + 101 * second, 1, false, false),
+    ];
+    for (now, want, short_kept, long_kept) in cases {
+        assert_eq!(prune_tokens(&reg, now).await.unwrap(), want, "{now:?}");
+        let stored = |t: &str| reg.store().token(&token_hash(t)).unwrap();
+        assert_eq!(stored(&short.token).is_some(), short_kept);
+        let long_record = stored(&long.token);
+        assert_eq!(long_record.is_some(), long_kept);
+        assert!(
+            !usable(long_record.as_ref(), now),
+            "a used token is never usable"
+        );
+    }
+}

@@ -277,6 +277,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// Backend failure or a corrupt record.
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Deletes up to `max` join tokens whose `expires_at` is at or before `now_unix`, used or
+    /// not, durably, and returns how many went. Safe for the single-use rule: an expired token
+    /// is refused whether it is stored or not, so a used token stays refused; an unexpired one
+    /// is never touched.
+    ///
+    /// # Errors
+    /// Backend failure or a corrupt record.
+    fn prune_tokens(&self, now_unix: i64, max: usize) -> Result<usize, StoreError>;
     /// Every audit record in chain order.
     ///
     /// # Errors
