@@ -266,3 +266,27 @@ def test_the_agent_example_calls_and_opens_a_subtask(world: World) -> None:
     )
     assert abs(sent.deadline_unix - (time.time() + 600)) < 60
     assert "acting for user:alice@example.org on task task-4711" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--endpoint", "unix:///nonexistent/api.sock"],
+        ["--endpoint", "unix:///nonexistent/api.sock", "--staleness", "5x"],
+        ["--endpoint", "unix:///nonexistent/api.sock", "--listen", "nowhere"],
+        [],
+    ],
+)
+def test_po_service_refuses_bad_input_with_one_line_and_no_stdout(args, tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SPIFFE_ENDPOINT_SOCKET"}
+    run = subprocess.run(
+        [sys.executable, "-m", "mandate_verify.examples.po_service", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert run.returncode != 0
+    assert run.stdout == ""
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("po-service")

@@ -22,6 +22,8 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from spiffe.errors import PySpiffeError
+
 from .. import (
     CrlWatcher,
     DelegationError,
@@ -266,15 +268,23 @@ def main(argv: list[str] | None = None) -> int:
     if not sep or not port.isdigit():
         parser.error(f"--listen {args.listen!r} is not HOST:PORT")
 
-    source = x509_source(args.endpoint, args.spiffe_id, timeout=60)
-    own_id = current_svid(source, timeout=60).spiffe_id
+    try:
+        source = x509_source(args.endpoint, args.spiffe_id, timeout=60)
+        own_id = current_svid(source, timeout=60).spiffe_id
+    except (PySpiffeError, TimeoutError) as error:
+        print(f"po-service: no SVID from the Workload API: {error}", file=sys.stderr)
+        return 1
     contexts = SvidContexts(source)
     status = TaskStatusWatcher(args.endpoint, staleness=args.staleness)
     if not status.wait_ready(10):
         _log.warning("no task-status snapshot yet: delegated callers are refused until one arrives")
     crls = CrlWatcher(args.endpoint)
     policy = DelegationPolicy(args.require_delegation_under or ["/ai"])
-    server = PoServer((host.strip("[]"), int(port)), contexts, Verifier(policy, status, crls))
+    try:
+        server = PoServer((host.strip("[]"), int(port)), contexts, Verifier(policy, status, crls))
+    except OSError as error:
+        print(f"po-service: cannot listen on {args.listen}: {error}", file=sys.stderr)
+        return 1
     bound_host, bound_port = server.server_address[:2]
     print(f"po-service listening on {bound_host}:{bound_port} as {own_id}", flush=True)
     try:
