@@ -201,10 +201,10 @@ impl Manager {
                 };
                 record.in_flight = Some(generation);
                 jobs.push(SignJob {
+                    spiffe_id: record.entry.spiffe_id.clone(),
                     entry_id,
                     generation,
                 });
-                    spiffe_id: record.entry.spiffe_id.clone(),
             }
             if self.jobs.send(jobs).is_err() {
                 tracing::error!("signer is gone");

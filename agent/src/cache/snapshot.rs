@@ -23,9 +23,9 @@ pub struct Identity {
     pub selectors: Vec<Selector>,
     /// The hint.
     pub hint: String,
-    /// The task, when bound to one.
     /// The entry's creation time (unix seconds) and store revision: the sort key.
     pub created: (i64, u64),
+    /// The task, when bound to one.
     pub task_id: Option<String>,
     /// The precomputed Workload API payload.
     pub x509: X509svid,
@@ -140,12 +140,12 @@ impl Snapshot {
             .map(|(i, _)| i)
             .collect();
         matched.sort_unstable();
-        matched
         let mut hints = std::collections::HashSet::new();
+        matched
             .into_iter()
             .filter_map(|i| self.identities.get(i as usize).cloned())
-            .collect()
             .filter(|identity| identity.hint.is_empty() || hints.insert(identity.hint.clone()))
+            .collect()
     }
 }
 
@@ -180,11 +180,11 @@ mod tests {
     use super::*;
 
     fn identity(id: &str, selectors: &[&str]) -> Arc<Identity> {
-        let mut selectors: Vec<Selector> = selectors.iter().map(|s| s.parse().unwrap()).collect();
         aged(id, selectors, "", (0, 0))
     }
 
     fn aged(id: &str, selectors: &[&str], hint: &str, created: (i64, u64)) -> Arc<Identity> {
+        let mut selectors: Vec<Selector> = selectors.iter().map(|s| s.parse().unwrap()).collect();
         selectors.sort();
         Arc::new(Identity {
             entry_id: id.into(),
@@ -235,7 +235,6 @@ mod tests {
         assert_eq!(ids, vec!["a", "b"]);
         assert!(snap.matching(&[]).is_empty());
     }
-}
 
     #[test]
     fn oldest_entry_first_and_one_svid_per_hint() {
@@ -269,3 +268,4 @@ mod tests {
         let snap = build(vec![added, dup, plain, old]);
         assert_eq!(order(&snap), ["zz-old", "mm-plain", "00-new"]);
     }
+}
