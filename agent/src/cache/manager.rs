@@ -257,6 +257,7 @@ impl Manager {
                         spiffe_id: entry.spiffe_id.clone(),
                         selectors: entry.selectors.clone(),
                         hint: entry.hint.clone(),
+                        created: entry.created,
                         task_id: entry.task_id.clone(),
                         x509: X509svid {
                             spiffe_id: entry.spiffe_id.clone(),
@@ -265,7 +266,6 @@ impl Manager {
                             bundle: authorities.clone(),
                             hint: entry.hint.clone(),
                         },
-                        created: entry.created,
                         not_after: svid.not_after,
                         version: self.versions,
                     })
