@@ -169,11 +169,18 @@ async fn handle(
     match verifier.authorize(caller, action, amount.as_ref()) {
         Ok(_) => {
             tracing::info!(%principal, %task, action, amount = %amount_text, caller = %caller.spiffe_id(), "allowed");
-            reply(
-                StatusCode::OK,
-                json!({"ok": true, "action": action, "principal": principal, "task": task,
-                       "amount": amount.map(|a| a.to_string()), "connection": connection}),
-            )
+            let mut body = json!({"ok": true, "action": action, "principal": principal,
+                "task": task, "amount": amount.map(|a| a.to_string()), "connection": connection});
+            // A sub-task's caller (DESIGN 3.8): who delegated to whom, oldest first.
+            if !caller.chain().is_empty() {
+                body["depth"] = json!(caller.depth());
+                body["chain"] = caller
+                    .chain()
+                    .iter()
+                    .map(|l| json!({"task": l.task_id.as_str(), "actor": l.actor}))
+                    .collect();
+            }
+            reply(StatusCode::OK, body)
         }
         Err(refusal) => {
             tracing::warn!(%principal, %task, action, amount = %amount_text, refused = refusal.code(), "refused: {refusal}");

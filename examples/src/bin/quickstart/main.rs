@@ -1,9 +1,11 @@
 //! quickstart: runs the whole Mandate journey on this machine, narrating each step with timings:
 //! server and agent on embedded defaults in a temp dir, a task for the current user, an AI agent
-//! calling an mTLS purchase-order service, refusals, task close on an open connection, the audit.
+//! calling an mTLS purchase-order service, refusals, task close on an open connection, the audit;
+//! then a sub-task for a search agent on a second node, and alice withdrawing consent.
 //!
 //! `cargo run --release -p mandate-examples --bin quickstart`
 
+mod chain;
 mod procs;
 mod session;
 
@@ -57,7 +59,14 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("\nquickstart failed: {error:#}");
-            for log in ["server.log", "agent.log", "po-service.log", "ai-agent.log"] {
+            for log in [
+                "server.log",
+                "agent.log",
+                "po-service.log",
+                "ai-agent.log",
+                "agent-b.log",
+                "search-agent.log",
+            ] {
                 let text = tail(&dir.path().join(log), 15);
                 if !text.is_empty() {
                     eprintln!("--- last lines of {log} ---\n{text}");
@@ -310,7 +319,18 @@ impl Journey<'_> {
         for line in audit.lines() {
             println!("      {line}");
         }
-        Ok(())
+
+        // (6)-(10) Sub-delegation to a search agent on a second node (DESIGN 3.8).
+        self.sub_delegation(&chain::Stage {
+            bins: &bins,
+            server: &server,
+            server_address: &address,
+            bundle: &bundle,
+            uid,
+            po_address: &po_address,
+            socket_a: &socket,
+            old_entry: &entry,
+        })
     }
 
     fn say(&self, text: &str) {

@@ -159,6 +159,22 @@ impl Children {
         Ok(())
     }
 
+    /// Waits up to `within` for the children named `name`, whose session was finished, to
+    /// exit, and forgets them (so `check_alive` no longer counts them); kills a straggler.
+    pub(crate) fn finished(&mut self, name: &str, within: std::time::Duration) {
+        let until = std::time::Instant::now() + within;
+        for (_, child) in self.running.iter_mut().filter(|(n, _)| n == name) {
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        self.running.retain(|(n, _)| n != name);
+    }
+
     /// Kills every child that is still running and reaps it.
     pub(crate) fn kill_all(&mut self) -> usize {
         let mut killed = 0;
