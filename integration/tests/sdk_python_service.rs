@@ -293,3 +293,80 @@ fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second(
     );
     Ok(())
 }
+
+#[test]
+fn python_agent_opens_a_subtask_that_the_python_service_verifies_and_closes_with_its_parent()
+-> Result<()> {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(python) = python()? else {
+        return Ok(());
+    };
+    let search = "spiffe://example.org/ai/search";
+    let cluster = Cluster::start()?;
+    let (server, node_a) = (&cluster.server, &cluster.caller);
+    let task = open_task(server, &["--max-depth", "1"])?;
+    cluster.bind_caller(AI_ID, &task)?;
+    let selector = format!("unix:uid:{}", uid());
+    server.create_entry(
+        search,
+        &node_a.spiffe_id,
+        &["--selector", &selector, "--delegate-from", AI_ID],
+    )?;
+    let service = PythonService::start(&python, &cluster)?;
+
+    // The Python agent example (AI_ID on node A) hands po.read, up to 50.00 EUR, to `search`.
+    let output = Command::new(&python)
+        .args(["-m", "mandate_verify.examples.agent", "--spiffe-id", AI_ID])
+        .args(["--endpoint", &node_a.endpoint(), "--delegate-to", search])
+        .args([
+            "--delegate-action",
+            "po.read",
+            "--delegate-value-limit",
+            "50.00:EUR",
+        ])
+        .args(["--delegate-purpose", "find suppliers"])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python agent: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let opened: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    let subtask = opened["subtask"]["task_id"]
+        .as_str()
+        .context("a sub-task ID")?
+        .to_owned();
+    assert_eq!(opened["subtask"]["parent_id"], task.as_str(), "{opened}");
+    assert_eq!(opened["subtask"]["depth"], 1, "{opened}");
+
+    // The delegate (the unchanged Rust ai-agent as `search`) is verified by the Python service.
+    let mut delegate = Session::start(node_a, &service.address, search)?;
+    let allowed = delegate.call("po.read 20.00:EUR")?;
+    assert_eq!(code(&allowed), None, "{allowed}");
+    assert_eq!(allowed["body"]["task"], subtask.as_str());
+    assert_eq!(allowed["body"]["principal"], "user:alice@example.org");
+    let refused = delegate.call("po.draft")?;
+    assert_eq!(code(&refused).as_deref(), Some("action_not_granted"));
+    let refused = delegate.call("po.read 60.00:EUR")?;
+    assert_eq!(code(&refused).as_deref(), Some("over_value_limit"));
+
+    // Closing the parent closes the sub-task: refused on the open connection within 1 s.
+    cluster.close_task(&task)?;
+    let closed_at = Instant::now();
+    loop {
+        let result = delegate.call("po.read")?;
+        if code(&result).as_deref() == Some("task_closed") {
+            break;
+        }
+        assert!(
+            closed_at.elapsed() < Duration::from_secs(1),
+            "sub-task still not task_closed {:?} after its parent closed: {result}",
+            closed_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
