@@ -100,7 +100,7 @@ fn entry_list_streams_100k_entries() -> Result<()> {
     assert!(entries.iter().all(|e| e["spiffe_id"].is_string()));
     let text = server.cli(&["entry", "list"])?;
     assert!(text.success(), "{}", text.stderr);
-    assert_eq!(text.stdout.matches("\nspiffe_id: ").count() + 1, 100_000);
+    assert_eq!(text.stdout.matches("\nspiffe_id: ").count(), 100_000);
     println!(
         "entry list of 100k entries, JSON and text: {:?}",
         start.elapsed()
@@ -114,7 +114,7 @@ fn audit_list_and_verify_stream(records: u64) -> Result<()> {
     let verified = server.cli_json(&["audit", "verify"])?;
     assert_eq!(verified["ok"], true, "{verified}");
     let total = verified["records"].as_u64().unwrap();
-    assert!(total > records, "{verified}");
+    assert!(total >= records, "{verified}");
 
     let out = server.cli(&["audit", "list", "--output", "json"])?;
     assert!(out.success(), "{}", out.stderr);
