@@ -159,6 +159,12 @@ impl Tasks {
                 "approver must not be empty".into(),
             ));
         }
+        if approver.len() > mandate_core::task::MAX_APPROVER_LEN {
+            return Err(RegistryError::InvalidArgument(format!(
+                "approver is longer than {} bytes",
+                mandate_core::task::MAX_APPROVER_LEN
+            )));
+        }
         self.transition(&id, "task.approve", actor, now, |t| {
             t.approve(approver.clone(), now)
         })
@@ -207,39 +213,44 @@ impl Tasks {
         apply: impl Fn(&mut Task) -> Result<(), mandate_core::task::TaskError>,
     ) -> Result<StoredTask, RegistryError> {
         let ends = kind != "task.approve";
-        self.registry
+        let serials = self
+            .registry
             .write(now, |state| {
                 let stored = state
                     .index
                     .task(id)
                     .ok_or_else(|| RegistryError::NotFound(format!("task {id} not found")))?;
                 let mut task = stored.task.clone();
-                apply(&mut task).map_err(|e| RegistryError::FailedPrecondition(e.to_string()))?;
-                if ends {
-                    // Under the write lock, so a concurrent issuance either recorded its
-                    // serial already or will see the task ended and revoke it itself.
-                    let serials = self.registry.store().task_serials(id)?;
-                    self.ca
-                        .revoke(&serials, now)
-                        .map_err(|e| RegistryError::Internal(e.to_string()))?;
-                }
+                apply(&mut task).map_err(|e| match e {
+                    mandate_core::task::TaskError::TooLong { .. } => {
+                        RegistryError::InvalidArgument(e.to_string())
+                    }
+                    _ => RegistryError::FailedPrecondition(e.to_string()),
+                })?;
+                // Read under the write lock, so a concurrent issuance either recorded its
+                // serial already or will see the task ended and revoke it itself. The CRL is
+                // signed after the commit (`CaManager::publish_revocations`), not under the lock.
+                let serials = if ends {
+                    self.registry.store().task_serials(id)?
+                } else {
+                    Vec::new()
+                };
                 let detail = match (&task.close_reason, &task.approval) {
                     (Some(r), _) if ends => format!("reason: {r}"),
                     (_, Some(a)) if !ends => format!("approver {}", a.approver),
                     _ => String::new(),
                 };
                 let opened_by = stored.opened_by.clone();
-                let mut plan = task_plan(task, opened_by, kind, actor, detail, ends);
+                let mut plan = task_plan(task, opened_by, kind, actor, detail, false);
+                let mut serials = serials;
                 if ends {
                     // The whole subtree ends in the same durable write (DESIGN 3.8).
-                    let below = self.cascade_into(state, id, now, &mut plan)?;
-                    self.ca
-                        .revoke(&below, now)
-                        .map_err(|e| RegistryError::Internal(e.to_string()))?;
+                    serials.extend(self.cascade_into(state, id, now, &mut plan)?);
                 }
-                Ok((plan, ()))
+                Ok((plan, serials))
             })
             .await?;
+        self.ca.publish_revocations(&serials, now).await?;
         self.current(id)
     }
 

@@ -2,7 +2,7 @@
 //! drops SVIDs at their notAfter (a timer, not a poll), asks for signing when entries need it,
 //! and publishes a fresh [`Snapshot`] after every change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use mandate_proto::workload::X509svid;
 use tokio::sync::{mpsc, watch};
 
+use super::closed::ClosedTasks;
 use super::model::SharedSvid;
 use super::signer::{SignJob, SignOutcome};
 use super::snapshot::{BundlePayloads, Identity, Snapshot, bundle_payloads};
@@ -59,7 +60,8 @@ pub struct Manager {
     bundle: Arc<BundlePayloads>,
     authorities_version: u64,
     versions: u64,
-    closed: BTreeSet<String>,
+    closed: Arc<ClosedTasks>,
+    closed_version: u64,
     closed_sequence: u64,
 }
 
@@ -95,7 +97,8 @@ impl Manager {
             bundle: Arc::new(BundlePayloads::default()),
             authorities_version: 0,
             versions: 0,
-            closed: BTreeSet::new(),
+            closed: Arc::default(),
+            closed_version: 0,
             closed_sequence: closed_sequence_start,
         };
         let handle = CacheHandle {
@@ -210,11 +213,16 @@ impl Manager {
                 tracing::error!("signer is gone");
             }
         }
+        // Rebuilt only when the set changed: with 100k closed tasks a rebuild is a few ms.
         let closed = self.state.closed_tasks(now);
-        if closed != self.closed {
-            self.closed = closed;
-            self.closed_sequence += 1;
-            self.state.dirty = true;
+        if closed.version() != self.closed_version {
+            self.closed_version = closed.version();
+            let published = closed.to_published();
+            if published != *self.closed {
+                self.closed = Arc::new(published);
+                self.closed_sequence += 1;
+                self.state.dirty = true;
+            }
         }
         if self.state.dirty {
             self.state.dirty = false;
@@ -281,7 +289,7 @@ impl Manager {
         let snapshot = Snapshot::build(
             identities,
             self.bundle.clone(),
-            &self.closed,
+            Arc::clone(&self.closed),
             self.closed_sequence,
         );
         self.publish.send_replace(Arc::new(snapshot));

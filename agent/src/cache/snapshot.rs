@@ -3,13 +3,14 @@
 //! set. A new one is built on every change and published through a `tokio::sync::watch`, so a
 //! request never takes a lock held by the sync side.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use mandate_core::selector::{Selector, SelectorKind};
 use mandate_proto::workload::{JwtBundlesResponse, X509BundlesResponse, X509svid};
 
+use super::closed::ClosedTasks;
 use super::model::BundleData;
 
 /// One identity the agent can serve: an entry with a valid SVID and an open task.
@@ -76,8 +77,8 @@ pub struct Snapshot {
     pub needed: NeededKinds,
     /// The bundle payloads.
     pub bundle: Arc<BundlePayloads>,
-    /// Closed or expired task IDs.
-    pub closed_tasks: Arc<Vec<String>>,
+    /// The trust domain's closed set: closed or expired tasks whose deadline has not passed.
+    pub closed_tasks: Arc<ClosedTasks>,
     /// Grows whenever `closed_tasks` changes.
     pub closed_sequence: u64,
 }
@@ -87,7 +88,7 @@ impl Snapshot {
     pub fn build(
         mut identities: Vec<Arc<Identity>>,
         bundle: Arc<BundlePayloads>,
-        closed_tasks: &BTreeSet<String>,
+        closed_tasks: Arc<ClosedTasks>,
         closed_sequence: u64,
     ) -> Self {
         identities.sort_by(|a, b| (a.created, &a.entry_id).cmp(&(b.created, &b.entry_id)));
@@ -112,7 +113,7 @@ impl Snapshot {
             index,
             needed,
             bundle,
-            closed_tasks: Arc::new(closed_tasks.iter().cloned().collect()),
+            closed_tasks,
             closed_sequence,
         }
     }
@@ -209,7 +210,7 @@ mod tests {
                 identity("d", &["unix:user:bob"]),
             ],
             Arc::new(BundlePayloads::default()),
-            &BTreeSet::new(),
+            Arc::default(),
             1,
         );
         assert!(snap.needed.user && !snap.needed.sha256);

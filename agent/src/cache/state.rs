@@ -1,10 +1,11 @@
-//! The agent's mutable cache: entries with their SVIDs, tasks and the bundle. Sync events are
-//! applied one entry at a time; only a snapshot with `reset` replaces the whole set. Every
-//! decision here is pure and takes `now`.
+//! The agent's mutable cache: entries with their SVIDs, tasks, the trust domain's closed-task
+//! set and the bundle. Sync events are applied one entry at a time; only a snapshot with
+//! `reset` replaces the whole set. Every decision here is pure and takes `now`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use super::closed::ClosedSet;
 use super::model::{AgentEntry, BundleData, SharedSvid, TaskView};
 
 /// One change the server synced, already converted from proto.
@@ -20,6 +21,8 @@ pub enum SyncEvent {
         entries: Vec<AgentEntry>,
         /// Tasks in this part.
         tasks: Vec<TaskView>,
+        /// Members of the trust domain's closed set in this part, with their deadlines.
+        ended: Vec<(String, SystemTime)>,
         /// The bundle, when carried.
         bundle: Option<BundleData>,
     },
@@ -29,6 +32,14 @@ pub enum SyncEvent {
     EntryRemoved(String),
     /// A task changed state.
     TaskUpdate(TaskView),
+    /// A task of the trust domain that no entry of this agent uses ended; listed until its
+    /// deadline.
+    TaskEnded {
+        /// The task ID.
+        id: String,
+        /// Its deadline.
+        deadline: SystemTime,
+    },
     /// The bundle changed.
     BundleUpdate(BundleData),
     /// Nothing changed.
@@ -59,12 +70,22 @@ pub struct State {
     pub entries: HashMap<String, EntryRecord>,
     /// Tasks by ID.
     pub tasks: HashMap<String, TaskView>,
+    /// The trust domain's closed set (DESIGN 3.4).
+    pub closed: ClosedSet,
     /// The bundle.
     pub bundle: Option<BundleData>,
-    staging: Option<(HashMap<String, AgentEntry>, HashMap<String, TaskView>)>,
+    staging: Option<Staging>,
     next_generation: u64,
     /// Set by every change that the published snapshot must reflect.
     pub dirty: bool,
+}
+
+/// A snapshot being received part by part.
+#[derive(Debug, Default)]
+struct Staging {
+    entries: HashMap<String, AgentEntry>,
+    tasks: HashMap<String, TaskView>,
+    ended: Vec<(String, SystemTime)>,
 }
 
 /// What `apply` tells the caller.
@@ -79,6 +100,11 @@ pub struct Applied {
 impl State {
     /// Applies one sync event.
     pub fn apply(&mut self, event: SyncEvent) -> Applied {
+        self.apply_at(event, SystemTime::now())
+    }
+
+    /// Applies one sync event at `now` (which decides whether a closed task's deadline passed).
+    pub fn apply_at(&mut self, event: SyncEvent, now: SystemTime) -> Applied {
         let mut applied = Applied {
             authorities_changed: false,
             revision_done: true,
@@ -89,27 +115,40 @@ impl State {
                 complete,
                 entries,
                 tasks,
+                ended,
                 bundle,
             } => {
                 if reset || self.staging.is_none() {
-                    self.staging = Some((HashMap::new(), HashMap::new()));
+                    self.staging = Some(Staging::default());
                 }
                 if let Some(bundle) = bundle {
                     applied.authorities_changed = self.set_bundle(bundle);
                 }
-                if let Some((staged_entries, staged_tasks)) = self.staging.as_mut() {
-                    staged_entries.extend(entries.into_iter().map(|e| (e.id.clone(), e)));
-                    staged_tasks.extend(tasks.into_iter().map(|t| (t.id.clone(), t)));
+                if let Some(staging) = self.staging.as_mut() {
+                    staging
+                        .entries
+                        .extend(entries.into_iter().map(|e| (e.id.clone(), e)));
+                    staging
+                        .tasks
+                        .extend(tasks.into_iter().map(|t| (t.id.clone(), t)));
+                    staging.ended.extend(ended);
                 }
                 applied.revision_done = complete;
-                if complete && let Some((staged_entries, staged_tasks)) = self.staging.take() {
-                    self.replace_all(staged_entries, staged_tasks);
+                if complete && let Some(staging) = self.staging.take() {
+                    self.replace_all(staging, now);
                 }
             }
             SyncEvent::EntryUpsert(entry) => self.upsert(entry),
             SyncEvent::EntryRemoved(id) => {
                 if self.entries.remove(&id).is_some() {
                     self.dirty = true;
+                } else {
+                    // A delegate entry (DESIGN 3.8) is held only as `<id>/<sub-task>`, one per
+                    // open sub-task: its deletion takes all of them.
+                    let prefix = format!("{id}/");
+                    let before = self.entries.len();
+                    self.entries.retain(|held, _| !held.starts_with(&prefix));
+                    self.dirty |= self.entries.len() != before;
                 }
             }
             SyncEvent::TaskUpdate(task) => {
@@ -121,8 +160,14 @@ impl State {
                         }
                     }
                 }
+                if task.is_ended(now) {
+                    self.closed.insert(&task.id, task.deadline, now);
+                }
                 self.tasks.insert(task.id.clone(), task);
                 self.dirty = true;
+            }
+            SyncEvent::TaskEnded { id, deadline } => {
+                self.closed.insert(&id, deadline, now);
             }
             SyncEvent::BundleUpdate(bundle) => {
                 applied.authorities_changed = self.set_bundle(bundle);
@@ -191,11 +236,18 @@ impl State {
         }
     }
 
-    fn replace_all(
-        &mut self,
-        entries: HashMap<String, AgentEntry>,
-        tasks: HashMap<String, TaskView>,
-    ) {
+    fn replace_all(&mut self, staging: Staging, now: SystemTime) {
+        let Staging {
+            entries,
+            tasks,
+            ended,
+        } = staging;
+        let own_ended: Vec<(String, SystemTime)> = tasks
+            .values()
+            .filter(|t| t.is_ended(now))
+            .map(|t| (t.id.clone(), t.deadline))
+            .collect();
+        self.closed.replace(ended.into_iter().chain(own_ended), now);
         self.entries.retain(|id, _| entries.contains_key(id));
         for entry in entries.into_values() {
             let unchanged = self
@@ -289,16 +341,17 @@ impl State {
                 consider(task.deadline);
             }
         }
+        if let Some(deadline) = self.closed.next_deadline() {
+            consider(deadline);
+        }
         next
     }
 
-    /// Task IDs that are closed or expired at `now`, sorted.
-    pub fn closed_tasks(&self, now: SystemTime) -> BTreeSet<String> {
-        self.tasks
-            .values()
-            .filter(|t| t.is_ended(now))
-            .map(|t| t.id.clone())
-            .collect()
+    /// The trust domain's closed set at `now`: drops the members whose deadline passed.
+    /// Returns the set (sorted IDs via [`ClosedSet::to_published`]).
+    pub fn closed_tasks(&mut self, now: SystemTime) -> &ClosedSet {
+        self.closed.prune(now);
+        &self.closed
     }
 
     /// Records a backoff for an entry after a refusal or a failure.

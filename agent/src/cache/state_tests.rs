@@ -70,6 +70,7 @@ fn a_snapshot_replaces_the_set_only_when_complete() {
         complete: false,
         entries: vec![entry("x", None)],
         tasks: vec![],
+        ended: vec![],
         bundle: None,
     });
     assert!(!applied.revision_done);
@@ -79,6 +80,7 @@ fn a_snapshot_replaces_the_set_only_when_complete() {
         complete: true,
         entries: vec![entry("y", None)],
         tasks: vec![],
+        ended: vec![],
         bundle: None,
     });
     let mut ids: Vec<_> = state.entries.keys().cloned().collect();
@@ -112,11 +114,14 @@ fn signing_plan_respects_tasks_rotation_and_backoff() {
     // Half-life of the free entry's SVID.
     assert_eq!(state.due_for_signing(t(31)).len(), 2);
     // Closing the task stops signing and lists it as closed.
-    state.apply(SyncEvent::TaskUpdate(TaskView {
-        id: "t1".into(),
-        state: TaskState::Closed,
-        deadline: t(100),
-    }));
+    state.apply_at(
+        SyncEvent::TaskUpdate(TaskView {
+            id: "t1".into(),
+            state: TaskState::Closed,
+            deadline: t(100),
+        }),
+        t(2),
+    );
     assert!(!state.task_allows(&state.entries["bound"].entry, t(2)));
     let generation = state.entries["bound"].generation;
     state.entries.get_mut("bound").unwrap().svid = Some(svid(generation, t(0), 60));
@@ -137,4 +142,17 @@ fn expired_svids_are_dropped() {
     assert!(!state.drop_expired(t(9)));
     assert!(state.drop_expired(t(10)));
     assert!(state.entries["a"].svid.is_none());
+}
+
+#[test]
+fn removing_a_delegate_entry_drops_its_sub_task_svids() {
+    let mut state = State::default();
+    state.apply(SyncEvent::EntryUpsert(entry("d/task-1", Some("task-1"))));
+    state.apply(SyncEvent::EntryUpsert(entry("d/task-2", Some("task-2"))));
+    state.apply(SyncEvent::EntryUpsert(entry("dx/task-3", Some("task-3"))));
+    state.dirty = false;
+    state.apply(SyncEvent::EntryRemoved("d".into()));
+    let left: Vec<&String> = state.entries.keys().collect();
+    assert_eq!(left, ["dx/task-3"]);
+    assert!(state.dirty);
 }

@@ -120,6 +120,11 @@ pub fn sync_message(message: SyncMessage) -> Vec<SyncEvent> {
                 complete: part.complete,
                 entries,
                 tasks: part.tasks.into_iter().map(task).collect(),
+                ended: part
+                    .ended_tasks
+                    .into_iter()
+                    .map(|t| (t.task_id, from_unix_seconds(t.deadline_unix)))
+                    .collect(),
                 bundle: part.bundle.map(bundle),
             }]
         }
@@ -135,6 +140,10 @@ pub fn sync_message(message: SyncMessage) -> Vec<SyncEvent> {
         }
         Event::EntryRemoved(r) => vec![SyncEvent::EntryRemoved(r.entry_id)],
         Event::TaskUpdate(t) => vec![SyncEvent::TaskUpdate(task(t))],
+        Event::TaskEnded(t) => vec![SyncEvent::TaskEnded {
+            id: t.task_id,
+            deadline: from_unix_seconds(t.deadline_unix),
+        }],
         Event::BundleUpdate(b) => vec![SyncEvent::BundleUpdate(bundle(b))],
         Event::Heartbeat(_) => vec![SyncEvent::Heartbeat],
     }

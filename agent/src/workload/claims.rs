@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use crate::cache::closed::ClosedTasks;
 use mandate_core::jwt::{Jwks, JwtError, verify};
 use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
@@ -27,19 +28,20 @@ pub enum ClaimsError {
 ///
 /// # Errors
 /// When the JWKS is unusable, the token fails any check of `mandate_core::jwt::verify`, or
-/// its delegation names a task in `closed_tasks`.
+/// its delegation names a task in `closed_tasks` (the trust domain's closed set, so a JWT-SVID
+/// minted on any node is refused here once its task closed, DESIGN 3.4).
 pub fn validate(
     token: &str,
     jwks: &[u8],
     audience: &str,
-    closed_tasks: &[String],
+    closed_tasks: &ClosedTasks,
     now: SystemTime,
 ) -> Result<(String, Struct), ClaimsError> {
     let jwks = Jwks::from_json_bytes(jwks).map_err(ClaimsError::Bundle)?;
     let claims = verify(token, &jwks, audience, now).map_err(ClaimsError::Token)?;
     if let Some(delegation) = &claims.delegation {
         let task = delegation.task.id.as_str();
-        if closed_tasks.iter().any(|closed| closed == task) {
+        if closed_tasks.contains(task) {
             return Err(ClaimsError::TaskClosed(task.to_string()));
         }
     }
@@ -101,7 +103,25 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(validate("x.y.z", b"{\"keys\":[]}", "aud", &[], SystemTime::now()).is_err());
-        assert!(validate("x.y.z", b"not json", "aud", &[], SystemTime::now()).is_err());
+        assert!(
+            validate(
+                "x.y.z",
+                b"{\"keys\":[]}",
+                "aud",
+                &ClosedTasks::default(),
+                SystemTime::now()
+            )
+            .is_err()
+        );
+        assert!(
+            validate(
+                "x.y.z",
+                b"not json",
+                "aud",
+                &ClosedTasks::default(),
+                SystemTime::now()
+            )
+            .is_err()
+        );
     }
 }

@@ -44,7 +44,12 @@ impl TaskStatusService {
 
 fn message(snapshot: &Snapshot, as_of: i64) -> TaskStatusSnapshot {
     TaskStatusSnapshot {
-        closed_task_ids: snapshot.closed_tasks.as_ref().clone(),
+        closed_task_ids: snapshot
+            .closed_tasks
+            .ids()
+            .iter()
+            .map(|id| id.to_string())
+            .collect(),
         sequence: snapshot.closed_sequence,
         as_of_unix_ms: as_of,
     }
@@ -116,7 +121,7 @@ mod tests {
     #[test]
     fn message_carries_the_closed_set() {
         let snapshot = Snapshot {
-            closed_tasks: Arc::new(vec!["t1".into()]),
+            closed_tasks: Arc::new(crate::cache::closed::ClosedTasks::new(["t1"])),
             closed_sequence: 9,
             ..Snapshot::default()
         };

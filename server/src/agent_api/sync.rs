@@ -1,13 +1,16 @@
-//! The Sync stream (SYSTEM.md "Sync"): a snapshot or a replay of the change log after the
+//! The Sync stream (DESIGN 3.5 "Sync"): a snapshot or a replay of the change log after the
 //! agent's revision, then every change as it is published, plus a heartbeat every 2 s. Each
 //! change is resolved against the current in-memory state, filtered for the agent, so a
-//! change costs O(change).
+//! change costs O(change). A task end reaches every agent (DESIGN 3.4): the full task to
+//! agents whose entries use it, a compact `TaskEnded` to all others; the snapshot carries the
+//! trust domain's closed set.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mandate_core::task::TaskState;
 use mandate_proto::agent::{
-    EntryRemoved, Heartbeat, SnapshotPart, SyncMessage, sync_message::Event,
+    EntryRemoved, Heartbeat, SnapshotPart, SyncMessage, TaskEnded, sync_message::Event,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,6 +26,8 @@ use crate::wire;
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Entries per snapshot part.
 const SNAPSHOT_PART: usize = 1000;
+/// Closed-set members per snapshot part (about 45 bytes each, so a part stays near 200 KB).
+const ENDED_PART: usize = 4096;
 
 type Tx = mpsc::Sender<Result<SyncMessage, Status>>;
 
@@ -153,32 +158,45 @@ fn snapshot(ctx: &Context, agent: &str, revision: u64) -> Vec<SyncMessage> {
         .map(|t| wire::task(t, now))
         .collect();
     tasks.extend(bound_tasks);
+    let ended: Vec<TaskEnded> = state
+        .index
+        .ended_tasks(now)
+        .map(|(deadline, id)| task_ended(id, deadline))
+        .collect();
     drop(state);
-    let mut chunks: Vec<Vec<_>> = entries.chunks(SNAPSHOT_PART).map(<[_]>::to_vec).collect();
-    if chunks.is_empty() {
-        chunks.push(Vec::new());
-    }
-    let count = chunks.len();
-    let mut tasks = Some(tasks);
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, entries)| {
-            let first = i == 0;
-            let part = SnapshotPart {
-                reset: first,
-                complete: i + 1 == count,
-                entries,
-                tasks: if first {
-                    tasks.take().unwrap_or_default()
-                } else {
-                    Vec::new()
-                },
-                bundle: first.then(|| wire::bundle(&ctx.ca.bundle())),
-            };
-            message(revision, Event::Snapshot(part))
+    let mut parts: Vec<SnapshotPart> = entries
+        .chunks(SNAPSHOT_PART)
+        .map(|entries| SnapshotPart {
+            entries: entries.to_vec(),
+            ..SnapshotPart::default()
         })
+        .collect();
+    parts.extend(ended.chunks(ENDED_PART).map(|ended| SnapshotPart {
+        ended_tasks: ended.to_vec(),
+        ..SnapshotPart::default()
+    }));
+    if parts.is_empty() {
+        parts.push(SnapshotPart::default());
+    }
+    if let Some(first) = parts.first_mut() {
+        first.reset = true;
+        first.tasks = tasks;
+        first.bundle = Some(wire::bundle(&ctx.ca.bundle()));
+    }
+    if let Some(last) = parts.last_mut() {
+        last.complete = true;
+    }
+    parts
+        .into_iter()
+        .map(|part| message(revision, Event::Snapshot(part)))
         .collect()
+}
+
+fn task_ended(id: &mandate_core::ids::TaskId, deadline: SystemTime) -> TaskEnded {
+    TaskEnded {
+        task_id: id.to_string(),
+        deadline_unix: mandate_core::time::unix_seconds(deadline),
+    }
 }
 
 /// The messages `record` means for `agent`. Bundle changes are sent when `bundles`.
@@ -213,26 +231,24 @@ fn resolve(
                     }),
                 )),
             },
-            // A sub-task bound to a delegate entry of this agent (DESIGN 3.8).
-            Change::Task { id }
-                if state
-                    .index
-                    .task(id)
-                    .is_some_and(|t| delegate_sync::concerns(&state, agent, t)) =>
-            {
-                if let Some(task) = state.index.task(id) {
-                    out.extend(
-                        delegate_sync::task_change(&state, agent, task, now)
-                            .into_iter()
-                            .map(|event| message(rev, event)),
-                    );
-                }
-            }
-            Change::Task { id } if concerns(&state, agent, id) => {
-                if let Some(task) = state.index.task(id) {
+            Change::Task { id } => match state.index.task(id) {
+                // A sub-task bound to a delegate entry of this agent (DESIGN 3.8).
+                Some(task) if delegate_sync::concerns(&state, agent, task) => out.extend(
+                    delegate_sync::task_change(&state, agent, task, now)
+                        .into_iter()
+                        .map(|event| message(rev, event)),
+                ),
+                Some(task) if concerns(&state, agent, id) => {
                     out.push(message(rev, Event::TaskUpdate(wire::task(task, now))));
                 }
-            }
+                // Every other agent learns of every task end: its verifiers may see the
+                // task's callers from other nodes (DESIGN 3.4).
+                Some(task) if matches!(task.task.state, TaskState::Closed | TaskState::Expired) => {
+                    let ended = task_ended(id, task.task.deadline);
+                    out.push(message(rev, Event::TaskEnded(ended)));
+                }
+                _ => {}
+            },
             Change::Bundle if bundles => {
                 out.push(message(
                     rev,

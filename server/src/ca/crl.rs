@@ -1,13 +1,44 @@
 //! Revoked serials and the CRL each CA signs for them. A task's serials are revoked when it
-//! closes or expires and leave the set once their notAfter passes.
+//! closes or expires and leave the set once their notAfter passes, so a CRL lists unexpired
+//! serials only. CRLs are signed after the write that ended the task is durable, outside the
+//! registry's lock ([`CaManager::publish_revocations`]).
 
+use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mandate_core::time::from_unix_seconds;
 use mandate_core::x509::{Ca, Serial};
 
-use super::CaError;
-use crate::store::IssuedSerial;
+use super::{CaError, CaManager};
+use crate::registry::{Plan, RegistryError};
+use crate::store::{Change, IssuedSerial};
+
+impl CaManager {
+    /// Lists `serials` (of tasks whose end is already durable) in freshly signed CRLs, then
+    /// commits a bundle change so that agents serve the new CRLs. Call it after the commit,
+    /// never inside a write plan: signing stays outside the registry's lock. A crash in
+    /// between is repaired at start, where the server re-lists the serials of every ended
+    /// task whose deadline has not passed.
+    ///
+    /// # Errors
+    /// `Internal` when a CRL cannot be signed, or a store failure.
+    pub async fn publish_revocations(
+        &self,
+        serials: &[IssuedSerial],
+        now: SystemTime,
+    ) -> Result<(), RegistryError> {
+        if serials.is_empty() {
+            return Ok(());
+        }
+        self.revoke(serials, now)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let plan = Plan {
+            changes: vec![Change::Bundle],
+            ..Plan::default()
+        };
+        self.registry.write(now, |_| Ok((plan, ()))).await
+    }
+}
 
 /// A revoked SVID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +57,14 @@ pub struct Revoked {
 /// entries that expired.
 pub(crate) fn add(revoked: &mut Vec<Revoked>, serials: &[IssuedSerial], now: SystemTime) {
     revoked.retain(|r| r.not_after > now);
+    let mut listed: HashSet<Serial> = revoked.iter().map(|r| r.serial).collect();
     for s in serials {
         let not_after = from_unix_seconds(s.not_after);
         let Some(serial) = Serial::from_hex(&s.serial) else {
             tracing::warn!(serial = %s.serial, "skipping unparsable recorded serial");
             continue;
         };
-        if not_after <= now || revoked.iter().any(|r| r.serial == serial) {
+        if not_after <= now || !listed.insert(serial) {
             continue;
         }
         revoked.push(Revoked {

@@ -1,12 +1,16 @@
 //! In-memory indexes over the stored state, so each change costs O(change): entries by ID, by
-//! parent agent and by task; tasks; agents. Built once at start, then updated op by op.
+//! parent agent and by task; tasks; the ended tasks by deadline (the trust domain's closed
+//! set, DESIGN 3.4); agents. Built once at start, then updated op by op.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use mandate_core::entry::Entry;
 use mandate_core::ids::{EntryId, TaskId};
 use mandate_core::selector::Selector;
+use mandate_core::task::TaskState;
 
 use crate::store::{AgentRecord, LoadedState, StoredEntry, StoredTask, WriteOp};
 
@@ -21,6 +25,8 @@ pub struct Index {
     /// (parent, SPIFFE ID, sorted selectors) of every entry: the duplicate check is O(1).
     identities: HashSet<IdentityKey>,
     tasks: BTreeMap<TaskId, Arc<StoredTask>>,
+    /// Closed or expired tasks by deadline; those past their deadline are pruned.
+    ended: BTreeMap<SystemTime, BTreeSet<TaskId>>,
     agents: BTreeMap<String, AgentRecord>,
     /// Children, delegate entries and bound sub-tasks (DESIGN 3.8).
     subtree: subtree::SubtreeIndex,
@@ -48,8 +54,7 @@ impl Index {
             index.put_entry(e);
         }
         for t in state.tasks {
-            index.subtree.put_task(&t);
-            index.tasks.insert(t.task.id.clone(), Arc::new(t));
+            index.put_task(t);
         }
         for a in state.agents {
             index.agents.insert(a.spiffe_id.clone(), a);
@@ -62,15 +67,41 @@ impl Index {
         match op {
             WriteOp::PutEntry(e) => self.put_entry(e.clone()),
             WriteOp::DeleteEntry(id) => self.delete_entry(id),
-            WriteOp::PutTask(t) => {
-                self.subtree.put_task(t);
-                self.tasks.insert(t.task.id.clone(), Arc::new(t.clone()));
-            }
+            WriteOp::PutTask(t) => self.put_task(t.clone()),
             WriteOp::PutAgent(a) => {
                 self.agents.insert(a.spiffe_id.clone(), a.clone());
             }
             _ => {}
         }
+    }
+
+    fn put_task(&mut self, t: StoredTask) {
+        // A task never leaves an ended state, and its deadline never changes once it ended.
+        if matches!(t.task.state, TaskState::Closed | TaskState::Expired) {
+            self.ended
+                .entry(t.task.deadline)
+                .or_default()
+                .insert(t.task.id.clone());
+        }
+        self.subtree.put_task(&t);
+        self.tasks.insert(t.task.id.clone(), Arc::new(t));
+    }
+
+    /// Forgets ended tasks whose deadline is at or before `now`; amortized O(1) per task.
+    pub fn prune_ended(&mut self, now: SystemTime) {
+        while let Some(first) = self.ended.first_entry()
+            && *first.key() <= now
+        {
+            first.remove();
+        }
+    }
+
+    /// The trust domain's closed set at `now`: every closed or expired task whose deadline is
+    /// after `now`, with that deadline, earliest deadline first (DESIGN 3.4).
+    pub fn ended_tasks(&self, now: SystemTime) -> impl Iterator<Item = (SystemTime, &TaskId)> {
+        self.ended
+            .range((Bound::Excluded(now), Bound::Unbounded))
+            .flat_map(|(deadline, ids)| ids.iter().map(move |id| (*deadline, id)))
     }
 
     fn put_entry(&mut self, e: StoredEntry) {

@@ -202,6 +202,7 @@ impl Registry {
         for op in &batch.ops {
             state.index.apply(op);
         }
+        state.index.prune_ended(now);
         state.chain = chain;
         state.revision = revision;
         Ok(self.committer.record(record))
