@@ -92,6 +92,12 @@ impl Verifier {
         self.status
             .check(task_id, now)
             .map_err(|e| Refusal::from_status(e, task_id))?;
+        // The second, independent path (DESIGN 3.4): the trust domain's CRLs.
+        if let Some(serial) = caller.serial() {
+            self.status
+                .check_serial(serial)
+                .map_err(|e| Refusal::from_status(e, task_id))?;
+        }
         check_grant(delegation, action, amount, now)?;
         #[cfg(feature = "cedar")]
         if let Some(cedar) = &self.cedar {

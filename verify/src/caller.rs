@@ -54,6 +54,7 @@ impl DelegationPolicy {
 pub struct CallerIdentity {
     spiffe_id: SpiffeId,
     delegation: Option<Delegation>,
+    serial: Option<Vec<u8>>,
 }
 
 impl CallerIdentity {
@@ -75,6 +76,7 @@ impl CallerIdentity {
         Ok(Self {
             spiffe_id,
             delegation,
+            serial: crate::revocation::certificate_serial(leaf_der),
         })
     }
 
@@ -124,11 +126,18 @@ impl CallerIdentity {
         self.delegation.as_ref().map(|d| d.task.depth)
     }
 
-    /// A caller built from parts, for services that obtained the identity another way.
+    /// The serial of the caller's certificate (big-endian bytes), checked against the CRLs.
+    pub fn serial(&self) -> Option<&[u8]> {
+        self.serial.as_deref()
+    }
+
+    /// A caller built from parts, for services that obtained the identity another way. It
+    /// carries no certificate serial, so only the task-status path can refuse it.
     pub fn new(spiffe_id: SpiffeId, delegation: Option<Delegation>) -> Self {
         Self {
             spiffe_id,
             delegation,
+            serial: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! - [`CallerIdentity`]: the caller's SPIFFE ID and parsed [`Delegation`] (principal, task,
 //!   actions, value limit, approval, chain, deadline, depth), read once from the handshake.
 //! - [`TaskStatusWatcher`]: a live view of the local agent's closed-task feed that fails closed
-//!   when it goes stale.
+//!   when it goes stale, and of the trust domain's CRLs ([`revocation`]).
 //! - [`Verifier::authorize`]: the per-request check, returning a typed [`Refusal`] naming the
 //!   rule that failed.
 //!
@@ -17,6 +17,7 @@ pub mod caller;
 #[cfg(feature = "cedar")]
 pub mod cedar;
 pub mod refusal;
+pub mod revocation;
 pub mod status;
 pub mod tls;
 

@@ -29,6 +29,13 @@ pub enum Refusal {
         /// The task.
         task_id: String,
     },
+    /// The caller's certificate serial is listed in a verified CRL of the trust domain (the
+    /// second revocation path, independent of the task-status feed).
+    #[error("certificate serial {serial} is revoked by a CRL of the trust domain")]
+    CertificateRevoked {
+        /// The serial, hex.
+        serial: String,
+    },
     /// The task's deadline has passed.
     #[error("task {task_id} passed its deadline at unix time {deadline_unix}")]
     DeadlinePassed {
@@ -108,6 +115,7 @@ impl Refusal {
             Self::DelegationRequired { .. } => "delegation_required",
             Self::DelegationMalformed(_) => "delegation_malformed",
             Self::TaskClosed { .. } => "task_closed",
+            Self::CertificateRevoked { .. } => "certificate_revoked",
             Self::DeadlinePassed { .. } => "deadline_passed",
             Self::ActionNotGranted { .. } => "action_not_granted",
             Self::NoValueLimit { .. } => "no_value_limit",
@@ -133,6 +141,7 @@ impl Refusal {
                 task_id: task_id.to_owned(),
             },
             StatusError::Stale { age_ms, bound_ms } => Self::StatusStale { age_ms, bound_ms },
+            StatusError::Revoked(serial) => Self::CertificateRevoked { serial },
             // Unavailable, and configuration errors that cannot reach a check, fail closed.
             _ => Self::StatusUnavailable,
         }

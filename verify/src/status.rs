@@ -6,9 +6,13 @@
 //! newest snapshot and refuse every delegated caller once that snapshot's `as_of_unix_ms` is older
 //! than the staleness bound: staleness counts from `as_of`, not from arrival, so a verifier whose
 //! agent lost the server fails closed as well.
+//!
+//! The watcher also follows the same agent's CRLs (`FetchX509Bundles`, see
+//! [`crate::revocation`]): the second, independent path of DESIGN 3.4.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
@@ -19,8 +23,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Endpoint, Uri};
 
+use crate::revocation::{self, RevokedSerials};
+
 /// The default staleness bound of DESIGN 3.4: 15 s.
 pub const DEFAULT_STALENESS: Duration = Duration::from_secs(15);
+
+/// The largest task-status snapshot or bundle message accepted: the closed set of a trust
+/// domain with 100k closed tasks is about 4 MB, over tonic's 4 MiB default.
+pub const MAX_FEED_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// How the watcher finds and follows the agent's feed.
 #[derive(Debug, Clone)]
@@ -118,6 +128,9 @@ pub enum StatusError {
     /// The task is in the closed set.
     #[error("task {0} is closed")]
     Closed(String),
+    /// The certificate serial (hex) is listed in a verified CRL of the trust domain.
+    #[error("certificate serial {0} is revoked")]
+    Revoked(String),
     /// `SPIFFE_ENDPOINT_SOCKET` is not set.
     #[error("SPIFFE_ENDPOINT_SOCKET is not set")]
     NoEndpoint,
@@ -130,8 +143,10 @@ pub enum StatusError {
 #[derive(Debug)]
 pub struct TaskStatusWatcher {
     latest: watch::Receiver<Option<Snapshot>>,
+    revoked: watch::Receiver<Option<Arc<RevokedSerials>>>,
     staleness: Duration,
     task: JoinHandle<()>,
+    crl_task: JoinHandle<()>,
 }
 
 impl TaskStatusWatcher {
@@ -140,21 +155,55 @@ impl TaskStatusWatcher {
     /// It returns at once; until the first snapshot arrives, every check fails closed.
     pub fn spawn(config: TaskStatusConfig) -> Self {
         let (sender, latest) = watch::channel(None);
+        let (crl_sender, revoked) = watch::channel(None);
         let staleness = config.staleness;
+        let crl_task = tokio::spawn(revocation::follow(
+            config.socket_path.clone(),
+            crl_sender,
+            config.initial_backoff,
+            config.max_backoff,
+        ));
         let task = tokio::spawn(follow(config, sender));
         Self {
             latest,
+            revoked,
             staleness,
             task,
+            crl_task,
         }
     }
 
-    /// Waits until a snapshot has arrived, or `timeout` passes; returns whether one did.
+    /// Waits until a task-status snapshot and the CRLs have arrived, or `timeout` passes;
+    /// returns whether both did.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut latest = self.latest.clone();
+        let mut revoked = self.revoked.clone();
+        let both = async {
+            latest.wait_for(Option::is_some).await.is_ok()
+                && revoked.wait_for(Option::is_some).await.is_ok()
+        };
+        tokio::time::timeout(timeout, both).await.unwrap_or(false)
+    }
+
+    /// Waits until a task-status snapshot has arrived (not the CRLs), or `timeout` passes;
+    /// returns whether one did.
+    pub async fn wait_task_status(&self, timeout: Duration) -> bool {
         let mut latest = self.latest.clone();
         tokio::time::timeout(timeout, latest.wait_for(Option::is_some))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Checks that the certificate serial `serial` (big-endian bytes) is not listed in a
+    /// verified CRL of the trust domain.
+    ///
+    /// Fails with `Revoked`, or `Unavailable` while no CRLs have arrived (fail closed).
+    pub fn check_serial(&self, serial: &[u8]) -> Result<(), StatusError> {
+        match self.revoked.borrow().as_ref() {
+            None => Err(StatusError::Unavailable),
+            Some(set) if set.contains(serial) => Err(StatusError::Revoked(hex(serial))),
+            Some(_) => Ok(()),
+        }
     }
 
     /// The newest snapshot, if any arrived.
@@ -174,10 +223,22 @@ impl TaskStatusWatcher {
 impl TaskStatusWatcher {
     /// A watcher fed by a test's own channel instead of an agent.
     pub(crate) fn for_test(latest: watch::Receiver<Option<Snapshot>>, staleness: Duration) -> Self {
+        let (_, revoked) = watch::channel(Some(Arc::default()));
+        Self::for_test_with_crls(latest, revoked, staleness)
+    }
+
+    /// A watcher fed by a test's own task-status and CRL channels.
+    pub(crate) fn for_test_with_crls(
+        latest: watch::Receiver<Option<Snapshot>>,
+        revoked: watch::Receiver<Option<Arc<RevokedSerials>>>,
+        staleness: Duration,
+    ) -> Self {
         Self {
             latest,
+            revoked,
             staleness,
             task: tokio::spawn(async {}),
+            crl_task: tokio::spawn(async {}),
         }
     }
 }
@@ -185,6 +246,7 @@ impl TaskStatusWatcher {
 impl Drop for TaskStatusWatcher {
     fn drop(&mut self) {
         self.task.abort();
+        self.crl_task.abort();
     }
 }
 
@@ -210,6 +272,10 @@ pub fn check_snapshot(
         return Err(StatusError::Closed(task_id.to_owned()));
     }
     Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Follows the feed forever: connect, stream, and reconnect with backoff on any failure.
@@ -240,7 +306,7 @@ async fn stream_once(
     let channel = connect_unix(socket_path)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut client = TaskStatusClient::new(channel);
+    let mut client = TaskStatusClient::new(channel).max_decoding_message_size(MAX_FEED_MESSAGE);
     let mut request = tonic::Request::new(WatchRequest {});
     request.metadata_mut().insert(
         mandate_proto::WORKLOAD_HEADER_KEY,

@@ -147,7 +147,7 @@ async fn follows_live_feed_and_reconnects() {
 
     let watcher = TaskStatusWatcher::spawn(TaskStatusConfig::new(&path));
     assert!(
-        watcher.wait_ready(Duration::from_secs(10)).await,
+        watcher.wait_task_status(Duration::from_secs(10)).await,
         "first snapshot arrives"
     );
     assert_eq!(watcher.check("t1", SystemTime::now()), Ok(()));
@@ -179,7 +179,7 @@ async fn silent_feed_goes_stale() {
     let _server = serve(&path, rx);
     let config = TaskStatusConfig::new(&path).with_staleness(Duration::from_millis(300));
     let watcher = TaskStatusWatcher::spawn(config);
-    assert!(watcher.wait_ready(Duration::from_secs(10)).await);
+    assert!(watcher.wait_task_status(Duration::from_secs(10)).await);
     assert_eq!(watcher.check("t1", SystemTime::now()), Ok(()));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(matches!(
@@ -192,7 +192,7 @@ async fn silent_feed_goes_stale() {
 async fn unreachable_agent_fails_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let watcher = TaskStatusWatcher::spawn(TaskStatusConfig::new(dir.path().join("none.sock")));
-    assert!(!watcher.wait_ready(Duration::from_millis(300)).await);
+    assert!(!watcher.wait_task_status(Duration::from_millis(300)).await);
     assert_eq!(
         watcher.check("t1", SystemTime::now()),
         Err(StatusError::Unavailable)
