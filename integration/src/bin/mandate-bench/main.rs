@@ -5,19 +5,24 @@
 //! cargo run --release -p mandate-integration --bin mandate-bench -- <scenario> [--quick]
 //! ```
 //!
-//! Scenarios: `issuance`, `workload-jwt`, `workload-x509`, `propagation`, `scale`, `all`. Each
-//! prints one JSON object on a line of stdout; progress goes to stderr. `--quick` scales
+//! Scenarios: `issuance`, `issuance-pg`, `workload-jwt`, `workload-x509`, `propagation`,
+//! `cross-node`, `scale`, `closed-set`, `subtask`, `all`. Each prints one JSON object on a line of stdout; progress goes to stderr.
+//! `--quick` scales
 //! everything down (CI runs it on a debug build to keep the harness working; it asserts
 //! nothing about speed). See docs/PERFORMANCE.md for the figures.
 
 mod admin;
+mod closed_set;
+mod cross_node;
 mod fixture;
 mod issuance;
+mod issuance_pg;
 mod node;
 mod propagation;
 mod raw;
 mod scale;
 mod stats;
+mod subtask;
 mod trivial;
 mod workload_jwt;
 mod workload_x509;
@@ -40,16 +45,19 @@ pub(crate) enum Mode {
 
 type Scenario = fn(&Runtime, Mode) -> Result<Value>;
 
-const SCENARIOS: [(&str, Scenario); 5] = [
+const SCENARIOS: [(&str, Scenario); 9] = [
     ("issuance", issuance::run),
+    ("issuance-pg", issuance_pg::run),
     ("workload-jwt", workload_jwt::run),
     ("workload-x509", workload_x509::run),
     ("propagation", propagation::run),
+    ("cross-node", cross_node::run),
     ("scale", scale::run),
+    ("closed-set", closed_set::run),
+    ("subtask", subtask::run),
 ];
 
-const USAGE: &str =
-    "usage: mandate-bench <issuance|workload-jwt|workload-x509|propagation|scale|all> [--quick]";
+const USAGE: &str = "usage: mandate-bench <issuance|issuance-pg|workload-jwt|workload-x509|propagation|cross-node|scale|closed-set|subtask|all> [--quick]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
