@@ -1,8 +1,10 @@
-//! The Go SDK's po-service (`sdk/go/cmd/po-service`, built with `go build`) as the verifier of
-//! the Rust `ai-agent`, across two nodes: the service is a workload of agent B, the AI agent of
-//! agent A. It answers every call with the same status and refusal code as the Rust po-service
-//! beside it, and refuses a closed task on the open connection within 1 s (DESIGN 3.10).
-//! Under `CI=true` a missing Go toolchain fails the test; elsewhere it skips with a message.
+//! The Go SDK against the real binaries, across two nodes (DESIGN 3.10). The Go po-service
+//! (`sdk/go/cmd/po-service`, built with `go build`) is a workload of agent B and the Rust
+//! `ai-agent` one of agent A: the Go service answers every call with the same status and
+//! refusal code as the Rust po-service beside it, and refuses a closed task on the open
+//! connection within 1 s. The Go `delegate` command (the `subtask` client) opens a sub-task for
+//! a delegate, which the Go service then verifies, and closes it again.
+//! Under `CI=true` a missing Go toolchain fails the tests; elsewhere they skip with a message.
 
 mod delegation_support;
 
@@ -13,7 +15,9 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use delegation_support::{AI_ID, PoService, SERVICE_ID, bind_to_task, open_task, uid};
+use delegation_support::{
+    AI_ID, PoService, SERVICE_ID, bind_to_task, block_on, first_x509, open_task, uid,
+};
 use mandate_integration::{Agent, Process, Server, bin, wait_for, workspace_root};
 
 /// An AI agent SPIFFE ID under `/ai` whose entry has no task (so no delegation).
@@ -23,8 +27,9 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// Builds the Go po-service into `dir`; `None` (skip) when Go is missing outside CI.
-fn build_go_service(dir: &Path) -> Result<Option<PathBuf>> {
+/// Builds the Go `po-service` and `delegate` commands into `dir` and returns `dir`, canonical;
+/// `None` (skip) when Go is missing outside CI.
+fn build_go_commands(dir: &Path) -> Result<Option<PathBuf>> {
     if Command::new("go").arg("version").output().is_err() {
         if in_ci() {
             bail!("CI=true but the go toolchain is missing");
@@ -32,12 +37,12 @@ fn build_go_service(dir: &Path) -> Result<Option<PathBuf>> {
         println!("skipped: the go toolchain is not installed");
         return Ok(None);
     }
-    let binary = dir.join("po-service-go");
     let build = Command::new("go")
         .current_dir(workspace_root().join("sdk/go"))
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg("./cmd/po-service")
+        .arg("build")
+        .arg("-o")
+        .arg(format!("{}/", dir.display()))
+        .args(["./cmd/po-service", "./cmd/delegate"])
         .output()?;
     if !build.status.success() {
         bail!(
@@ -45,7 +50,7 @@ fn build_go_service(dir: &Path) -> Result<Option<PathBuf>> {
             String::from_utf8_lossy(&build.stderr)
         );
     }
-    Ok(Some(std::fs::canonicalize(binary)?))
+    Ok(Some(std::fs::canonicalize(dir)?))
 }
 
 /// The Go po-service as a workload of `agent`, with its own entry; killed on drop.
@@ -138,6 +143,24 @@ impl Session {
     }
 }
 
+/// Calls `call` every 10 ms until refused; returns the refusal and how long after `since`.
+fn call_until_refused(
+    session: &mut Session,
+    call: &str,
+    since: Instant,
+) -> Result<(serde_json::Value, Duration)> {
+    loop {
+        let result = session.call(call)?;
+        if result["allowed"] == false {
+            return Ok((result, since.elapsed()));
+        }
+        if since.elapsed() > Duration::from_secs(5) {
+            bail!("still allowed 5 s later: {result}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -161,7 +184,7 @@ fn outcome(result: &serde_json::Value) -> serde_json::Value {
 #[test]
 fn go_po_service_refuses_like_the_rust_one_across_nodes() -> Result<()> {
     let bin_dir = tempfile::tempdir()?;
-    let Some(go_exe) = build_go_service(bin_dir.path())? else {
+    let Some(go_bin) = build_go_commands(bin_dir.path())? else {
         return Ok(());
     };
     let server = Server::start()?;
@@ -172,7 +195,7 @@ fn go_po_service_refuses_like_the_rust_one_across_nodes() -> Result<()> {
     let bare = format!("unix:uid:{}", uid());
     server.create_entry(BARE_AI_ID, &caller_node.spiffe_id, &["--selector", &bare])?;
 
-    let go = GoService::start(&server, &verifier_node, &go_exe)?;
+    let go = GoService::start(&server, &verifier_node, &go_bin.join("po-service"))?;
     let rust = PoService::start(&server, &verifier_node, &[])?;
     let mut to_go = Session::start(&caller_node, &go.address, AI_ID)?;
     let mut to_rust = Session::start(&caller_node, &rust.address, AI_ID)?;
@@ -225,17 +248,7 @@ fn go_po_service_refuses_like_the_rust_one_across_nodes() -> Result<()> {
     // Closing the task is refused on the open connection within 1 s of `task close` returning.
     server.cli_ok(&["task", "close", &task, "--reason", "done"])?;
     let closed_at = Instant::now();
-    let refused = loop {
-        let result = to_go.call("po.read")?;
-        if result["allowed"] == false {
-            break result;
-        }
-        if closed_at.elapsed() > Duration::from_secs(5) {
-            bail!("still allowed 5 s after close: {result}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let latency = closed_at.elapsed();
+    let (refused, latency) = call_until_refused(&mut to_go, "po.read", closed_at)?;
     println!("the Go service refused the closed task {latency:?} after `task close` returned");
     assert_eq!(refused["body"]["refused"], "task_closed", "{refused}");
     assert_eq!(
@@ -256,6 +269,118 @@ fn go_po_service_refuses_like_the_rust_one_across_nodes() -> Result<()> {
     assert!(
         go.process.log().contains("task_closed"),
         "the Go service logs the refusal"
+    );
+    Ok(())
+}
+
+/// The search agent: a delegate entry on node A that the planner ([`AI_ID`]) delegates to.
+const SEARCH_ID: &str = "spiffe://example.org/ai/search";
+
+/// Runs the Go `delegate` command on `agent`; returns (exit code, stdout, stderr).
+fn go_delegate(go_bin: &Path, agent: &Agent, args: &[&str]) -> Result<(i32, String, String)> {
+    let out = Command::new(go_bin.join("delegate"))
+        .args(args)
+        .args(["--endpoint", &agent.endpoint(), "--delegator-id", AI_ID])
+        .output()?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok((
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    ))
+}
+
+/// Waits until `agent` serves `spiffe_id` to this process's uid.
+fn wait_served(agent: &Agent, spiffe_id: &str) -> Result<()> {
+    wait_for("the SVID to be served", Duration::from_secs(15), || {
+        let message = block_on(first_x509(agent, Duration::from_secs(2))).ok()??;
+        message
+            .svids
+            .iter()
+            .any(|s| s.spiffe_id == spiffe_id)
+            .then_some(())
+    })
+}
+
+#[test]
+fn go_subtask_client_delegates_and_the_go_service_verifies_the_sub_task() -> Result<()> {
+    let bin_dir = tempfile::tempdir()?;
+    let Some(go_bin) = build_go_commands(bin_dir.path())? else {
+        return Ok(());
+    };
+    let server = Server::start()?;
+    let caller_node = Agent::start(&server, "node-a")?;
+    let verifier_node = Agent::start(&server, "node-b")?;
+    let root = open_task(&server, &["--max-depth", "1"])?;
+    bind_to_task(&server, &caller_node, &root)?;
+    let selector = format!("unix:uid:{}", uid());
+    let from = ["--selector", &selector, "--delegate-from", AI_ID];
+    server.create_entry(SEARCH_ID, &caller_node.spiffe_id, &from)?;
+    let go = GoService::start(&server, &verifier_node, &go_bin.join("po-service"))?;
+    wait_served(&caller_node, AI_ID)?;
+
+    // A wider grant than the planner's is refused: one line, nothing on stdout.
+    let wider = ["open", "--target-id", SEARCH_ID, "--action", "po.approve"];
+    let (code, stdout, stderr) = go_delegate(&go_bin, &caller_node, &wider)?;
+    assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let open = [
+        "open",
+        "--target-id",
+        SEARCH_ID,
+        "--action",
+        "po.read",
+        "--value-limit",
+        "50.00:EUR",
+        "--deadline",
+        "30m",
+        "--purpose",
+        "find suppliers",
+    ];
+    let (code, stdout, stderr) = go_delegate(&go_bin, &caller_node, &open)?;
+    assert_eq!(code, 0, "{stderr}");
+    let sub: serde_json::Value = serde_json::from_str(&stdout)?;
+    let sub_task = sub["task_id"].as_str().context("task_id")?.to_owned();
+    assert_eq!(
+        (sub["parent_id"].as_str(), sub["depth"].as_u64()),
+        (Some(root.as_str()), Some(1))
+    );
+
+    // The delegate calls the Go service under the sub-task: narrower action and limit.
+    wait_served(&caller_node, SEARCH_ID)?;
+    let mut session = Session::start(&caller_node, &go.address, SEARCH_ID)?;
+    let allowed = session.call("po.read 50.00:EUR")?;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    assert_eq!(allowed["body"]["task"], sub_task.as_str());
+    assert_eq!(allowed["body"]["principal"], "user:alice@example.org");
+    assert_eq!(
+        session.call("po.draft")?["body"]["refused"],
+        "action_not_granted"
+    );
+    assert_eq!(
+        session.call("po.read 50.01:EUR")?["body"]["refused"],
+        "over_value_limit"
+    );
+    assert!(
+        go.process.log().contains("depth=1/1 chain=1"),
+        "{}",
+        go.process.log()
+    );
+
+    // The planner closes the sub-task with the Go client: refused on the open connection.
+    let close = ["close", "--task-id", &sub_task, "--reason", "found"];
+    let (code, stdout, stderr) = go_delegate(&go_bin, &caller_node, &close)?;
+    assert_eq!(code, 0, "{stderr}");
+    let closed_at = Instant::now();
+    assert!(stdout.contains(&sub_task), "{stdout}");
+    let (refused, latency) = call_until_refused(&mut session, "po.read", closed_at)?;
+    assert_eq!(refused["body"]["refused"], "task_closed", "{refused}");
+    assert_eq!(refused["body"]["connection"], allowed["body"]["connection"]);
+    assert!(
+        latency < Duration::from_secs(1),
+        "refused {latency:?} after close"
     );
     Ok(())
 }

@@ -94,9 +94,10 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, conn.refusal, conn.number)
 		return
 	}
-	principal, task := "-", "-"
+	principal, task, hops := "-", "-", ""
 	if d := conn.caller.Delegation; d != nil {
 		principal, task = d.Principal.String(), d.Task.ID
+		hops = fmt.Sprintf(" depth=%d/%d chain=%d", d.Task.Depth, d.Task.MaxDepth, len(d.Chain))
 	}
 	amountText := "-"
 	var amountJSON any
@@ -108,7 +109,7 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, refusal, conn.number)
 		return
 	}
-	log.Printf("allowed principal=%s task=%s action=%s amount=%s caller=%s", principal, task, action, amountText, conn.caller.ID)
+	log.Printf("allowed principal=%s task=%s%s action=%s amount=%s caller=%s", principal, task, hops, action, amountText, conn.caller.ID)
 	reply(w, http.StatusOK, map[string]any{"ok": true, "action": action, "principal": principal, "task": task,
 		"amount": amountJSON, "connection": conn.number})
 }
