@@ -193,6 +193,26 @@ fn malformed_tasks_are_refused_in_one_line() -> Result<()> {
         task(&server, &refs[..63])?.success(),
         "64 actions are allowed"
     );
+    // Free text that lands in every SVID (approver) or the audit log (reason) is bounded.
+    let pending = server.cli_ok(&[
+        "task",
+        "open",
+        "--principal",
+        "user:alice@example.org",
+        "--purpose",
+        "p",
+        "--action",
+        "po.draft",
+        "--require-approval",
+    ])?;
+    let long_approver = "a".repeat(257);
+    let out = server.cli(&["task", "approve", &pending, "--approver", &long_approver])?;
+    refused(&out, "approver", "257-byte approver")?;
+    server.cli_ok(&["task", "approve", &pending, "--approver", &"a".repeat(256)])?;
+    let long_reason = "r".repeat(1025);
+    let out = server.cli(&["task", "close", &pending, "--reason", &long_reason])?;
+    refused(&out, "reason", "1025-byte reason")?;
+    server.cli_ok(&["task", "close", &pending, "--reason", &"r".repeat(1024)])?;
     Ok(())
 }
 

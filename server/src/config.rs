@@ -50,7 +50,7 @@ pub enum ConfigError {
     },
 }
 
-/// The TOML config file; keys are the `run` flag names in snake_case (SYSTEM.md).
+/// The TOML config file; keys are the `run` flag names in snake_case (DESIGN 3.6, 3.9).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {

@@ -18,6 +18,10 @@ pub use values::{Action, Approval, Currency, MAX_ACTION_LEN, TaskState, ValueLim
 pub const MAX_PURPOSE_LEN: usize = 256;
 /// Most actions a task may allow.
 pub const MAX_ACTIONS: usize = 64;
+/// Longest approver name, in bytes (it is written into every SVID of the task).
+pub const MAX_APPROVER_LEN: usize = 256;
+/// Longest close reason, in bytes.
+pub const MAX_REASON_LEN: usize = 1024;
 /// How far ahead a task's deadline may lie (366 days, so `--deadline 1y` fits): an SVID never
 /// outlives its task, and a bounded deadline keeps every time the task yields printable and
 /// encodable (X.509 GeneralizedTime, RFC 3339).
@@ -57,6 +61,14 @@ pub enum TaskError {
     /// The approver name is empty.
     #[error("approver name is empty")]
     EmptyApprover,
+    /// A free-text field (approver, close reason) is over its length limit.
+    #[error("{field} is longer than {max} bytes")]
+    TooLong {
+        /// `approver` or `reason`.
+        field: &'static str,
+        /// The limit in bytes.
+        max: usize,
+    },
     /// The transition is not allowed from the current state.
     #[error("task cannot go from {from} to {to}")]
     IllegalTransition {
@@ -177,7 +189,8 @@ impl Task {
     ///
     /// # Errors
     /// [`TaskError::IllegalTransition`] unless the task is pending, [`TaskError::Expired`] when
-    /// the deadline has passed, [`TaskError::EmptyApprover`] for an empty name.
+    /// the deadline has passed, [`TaskError::EmptyApprover`] for an empty name,
+    /// [`TaskError::TooLong`] for one over [`MAX_APPROVER_LEN`] bytes.
     pub fn approve(&mut self, approver: String, now: SystemTime) -> Result<(), TaskError> {
         self.check_transition(TaskState::Pending, TaskState::Open)?;
         if now >= self.deadline {
@@ -185,6 +198,12 @@ impl Task {
         }
         if approver.trim().is_empty() {
             return Err(TaskError::EmptyApprover);
+        }
+        if approver.len() > MAX_APPROVER_LEN {
+            return Err(TaskError::TooLong {
+                field: "approver",
+                max: MAX_APPROVER_LEN,
+            });
         }
         self.state = TaskState::Open;
         self.approval = Some(Approval {
@@ -197,8 +216,15 @@ impl Task {
     /// Closes a pending or open task.
     ///
     /// # Errors
-    /// [`TaskError::IllegalTransition`] when the task is already closed or expired.
+    /// [`TaskError::IllegalTransition`] when the task is already closed or expired,
+    /// [`TaskError::TooLong`] for a reason over [`MAX_REASON_LEN`] bytes.
     pub fn close(&mut self, reason: Option<String>, now: SystemTime) -> Result<(), TaskError> {
+        if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
+            return Err(TaskError::TooLong {
+                field: "reason",
+                max: MAX_REASON_LEN,
+            });
+        }
         if self.state.is_final() {
             return Err(TaskError::IllegalTransition {
                 from: self.state,
@@ -384,6 +410,35 @@ pub(crate) mod tests {
             })
         );
         assert_eq!(task.ended_at, Some(t(1_100)));
+    }
+
+    #[test]
+    fn approver_and_reason_lengths() {
+        // (approver bytes, accepted)
+        for (len, ok) in [
+            (1, true),
+            (MAX_APPROVER_LEN, true),
+            (MAX_APPROVER_LEN + 1, false),
+        ] {
+            let mut task = Task::open(spec(true), t(1_000)).expect("valid");
+            let got = task.approve("a".repeat(len), t(1_100));
+            assert_eq!(got.is_ok(), ok, "approver of {len} bytes");
+        }
+        // (reason bytes, accepted)
+        for (len, ok) in [
+            (0, true),
+            (MAX_REASON_LEN, true),
+            (MAX_REASON_LEN + 1, false),
+        ] {
+            let mut task = Task::open(spec(false), t(1_000)).expect("valid");
+            let got = task.close(Some("r".repeat(len)), t(1_100));
+            assert_eq!(got.is_ok(), ok, "reason of {len} bytes");
+            assert_eq!(
+                task.state == TaskState::Closed,
+                ok,
+                "closed only when accepted"
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Issuance for agents (SYSTEM.md "Signing"): batched X509-SVIDs and JWT-SVIDs, only for
+//! Issuance for agents (DESIGN 3.5 "Signing"): batched X509-SVIDs and JWT-SVIDs, only for
 //! entries parented by the calling agent and only while their task is open. From a CSR only
 //! the public key is taken. Each issuance is audited and its serial recorded under its task.
 

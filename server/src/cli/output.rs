@@ -9,6 +9,12 @@ use serde_json::{Map, Value, json};
 
 /// RFC 3339 (seconds) of unix seconds.
 pub(crate) fn rfc3339(unix: i64) -> String {
+    // humantime panics past 9999-12-31T23:59:59Z and before the epoch; a stored time out there
+    // (a task deadline from before deadlines were bounded) prints as unix seconds instead.
+    const YEAR_10000: i64 = 253_402_300_800;
+    if !(0..YEAR_10000).contains(&unix) {
+        return format!("{unix} (unix seconds)");
+    }
     let t = mandate_core::time::from_unix_seconds(unix);
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -277,5 +283,20 @@ mod tests {
         };
         assert!(task_text(&t).contains("value_limit: 500.05:EUR"));
         assert!(task_text(&t).contains("deadline: 2023-11-14T22:13:20Z"));
+    }
+
+    #[test]
+    fn times_outside_rfc3339_print_as_unix_seconds() {
+        // (unix seconds, text): the edges of what RFC 3339 with four-digit years holds.
+        let cases = [
+            (0, "1970-01-01T00:00:00Z".to_owned()),
+            (253_402_300_799, "9999-12-31T23:59:59Z".to_owned()),
+            (253_402_300_800, "253402300800 (unix seconds)".to_owned()),
+            (i64::MAX, format!("{} (unix seconds)", i64::MAX)),
+            (-1, "-1 (unix seconds)".to_owned()),
+        ];
+        for (unix, want) in cases {
+            assert_eq!(rfc3339(unix), want);
+        }
     }
 }
