@@ -243,12 +243,27 @@ pub fn new_key_and_csr() -> Result<(Vec<u8>, Vec<u8>), SignerError> {
 /// mismatch.
 pub fn check_leaf(chain: &[Vec<u8>], key_pkcs8: &[u8], spiffe_id: &str) -> Result<(), SignerError> {
     check_leaf_key(chain, key_pkcs8)?;
+    let found = leaf_uris(chain)?;
+    if found.len() != 1 || found[0] != spiffe_id {
+        return Err(SignerError::WrongId {
+            expected: spiffe_id.to_owned(),
+            found: found.join(","),
+        });
+    }
+    Ok(())
+}
+
+/// The URI SANs of the leaf of `chain`.
+///
+/// # Errors
+/// `BadLeaf` when the chain is empty or the leaf or its SAN extension does not parse.
+pub fn leaf_uris(chain: &[Vec<u8>]) -> Result<Vec<String>, SignerError> {
     let leaf = chain
         .first()
         .ok_or_else(|| SignerError::BadLeaf("empty chain".into()))?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| SignerError::BadLeaf(e.to_string()))?;
-    let uris: Vec<String> = cert
+    let uris = cert
         .subject_alternative_name()
         .map_err(|e| SignerError::BadLeaf(e.to_string()))?
         .map(|san| {
@@ -262,13 +277,7 @@ pub fn check_leaf(chain: &[Vec<u8>], key_pkcs8: &[u8], spiffe_id: &str) -> Resul
                 .collect()
         })
         .unwrap_or_default();
-    if uris.len() != 1 || uris[0] != spiffe_id {
-        return Err(SignerError::WrongId {
-            expected: spiffe_id.to_owned(),
-            found: uris.join(","),
-        });
-    }
-    Ok(())
+    Ok(uris)
 }
 
 /// Checks that the leaf of `chain` certifies the public key of `key_pkcs8`.

@@ -136,3 +136,18 @@ async fn a_panicking_key_generation_fails_every_job() {
     let outcomes = sign_chunk_with(&server, vec![job("a"), job("b")], || panic!("keygen")).await;
     assert_eq!(kinds(&outcomes), ["failed", "failed"]);
 }
+
+#[test]
+fn leaf_uris_reads_the_uri_sans() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["dns.example".to_owned()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://example.org/mandate/agent/a".try_into().unwrap(),
+    ));
+    let cert = params.self_signed(&key).unwrap();
+    assert_eq!(
+        leaf_uris(&[cert.der().to_vec()]).unwrap(),
+        ["spiffe://example.org/mandate/agent/a"]
+    );
+    assert!(matches!(leaf_uris(&[]), Err(SignerError::BadLeaf(_))));
+}

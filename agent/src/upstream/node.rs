@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use super::connect::{self, ConnectError};
 use super::convert;
 use crate::cache::model::BundleData;
-use crate::cache::signer::{SignerError, new_key_and_csr};
+use crate::cache::signer::{SignerError, check_leaf, check_leaf_key, leaf_uris, new_key_and_csr};
 use crate::datadir::{DataDir, DataDirError, StoredIdentity};
 
 /// How long an RPC to the server may take.
@@ -96,6 +96,19 @@ pub async fn attest(
     let response = response.into_inner();
     if response.cert_chain.is_empty() {
         return Err(NodeError::Invalid("empty agent certificate chain".into()));
+    }
+    // The certificate must be for the key made here and name an agent ID of this trust
+    // domain (issue 11, finding 12).
+    check_leaf_key(&response.cert_chain, &key_pkcs8)?;
+    let agents = format!("spiffe://{trust_domain}/mandate/agent/");
+    match leaf_uris(&response.cert_chain)?.as_slice() {
+        [id] if id.starts_with(&agents) => {}
+        other => {
+            return Err(NodeError::Invalid(format!(
+                "agent certificate names {}, not an ID under {agents}",
+                other.join(",")
+            )));
+        }
     }
     let bundle = response.bundle.map(convert::bundle);
     Ok((
@@ -207,6 +220,10 @@ impl Upstream {
         if response.cert_chain.is_empty() {
             return Err(NodeError::Invalid("empty agent certificate chain".into()));
         }
+        // The renewed certificate is for the new key and keeps this agent's ID.
+        let current = leaf_uris(&self.identity.load().chain)?;
+        let expected = current.first().map(String::as_str).unwrap_or_default();
+        check_leaf(&response.cert_chain, &key_pkcs8, expected)?;
         let identity = StoredIdentity {
             chain: response.cert_chain,
             key_pkcs8,
