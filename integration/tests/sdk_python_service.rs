@@ -58,7 +58,7 @@ struct PythonService {
 }
 
 impl PythonService {
-    fn start(python: &Path, cluster: &Cluster) -> Result<Self> {
+    fn start(python: &Path, cluster: &Cluster, staleness: &str) -> Result<Self> {
         cluster.bind_verifier(SERVICE_ID, &[])?;
         let agent = &cluster.verifier;
         let log = agent.dir.path().join("python-po-service.log");
@@ -67,7 +67,12 @@ impl PythonService {
             .args(["-m", "mandate_verify.examples.po_service"])
             .args(["--listen", "127.0.0.1:0", "--spiffe-id", SERVICE_ID])
             .args(["--endpoint", &agent.endpoint()])
-            .args(["--require-delegation-under", "/ai", "--staleness", "15s"])
+            .args([
+                "--require-delegation-under",
+                "/ai",
+                "--staleness",
+                staleness,
+            ])
             .env("PYTHONUNBUFFERED", "1");
         let process = Process::spawn(command, &log)?;
         let address = wait_for(
@@ -169,7 +174,7 @@ fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second(
     let selector = format!("unix:uid:{}", uid());
     server.create_entry(bare, &node_a.spiffe_id, &["--selector", &selector])?;
 
-    let python_service = PythonService::start(&python, &cluster)?;
+    let python_service = PythonService::start(&python, &cluster, "15s")?;
     let rust_service = PoService::start(server, node_b, &[])?;
     let mut on_python = Session::start(node_a, &python_service.address, AI_ID)?;
     let mut on_rust = Session::start(node_a, &rust_service.address, AI_ID)?;
@@ -314,7 +319,7 @@ fn python_agent_opens_a_subtask_that_the_python_service_verifies_and_closes_with
         &node_a.spiffe_id,
         &["--selector", &selector, "--delegate-from", AI_ID],
     )?;
-    let service = PythonService::start(&python, &cluster)?;
+    let service = PythonService::start(&python, &cluster, "15s")?;
 
     // The Python agent example (AI_ID on node A) hands po.read, up to 50.00 EUR, to `search`.
     let output = Command::new(&python)
@@ -368,5 +373,44 @@ fn python_agent_opens_a_subtask_that_the_python_service_verifies_and_closes_with
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    Ok(())
+}
+
+#[test]
+fn python_po_service_fails_closed_when_its_agent_is_killed() -> Result<()> {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(python) = python()? else {
+        return Ok(());
+    };
+    let mut cluster = Cluster::start()?;
+    let task = open_task(&cluster.server, &[])?;
+    cluster.bind_caller(AI_ID, &task)?;
+    let service = PythonService::start(&python, &cluster, "2s")?;
+    let mut session = Session::start(&cluster.caller, &service.address, AI_ID)?;
+    assert_eq!(code(&session.call("po.read")?), None);
+
+    cluster.verifier.kill9();
+    let killed_at = Instant::now();
+    let refused = loop {
+        let result = session.call("po.read")?;
+        if code(&result).is_some() {
+            break result;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(15),
+            "still allowed {:?} after the verifier's agent died",
+            killed_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code(&refused).as_deref(), Some("status_stale"), "{refused}");
+    // Not long after the bound (plus the age of the last snapshot, at most a heartbeat).
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "refused {:?} after the kill",
+        killed_at.elapsed()
+    );
     Ok(())
 }
