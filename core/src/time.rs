@@ -320,7 +320,7 @@ mod tests {
                 "{text:?}"
             );
         }
-        let err = parse_duration_within("2days", min, max).unwrap_err();
+        let err = parse_duration_within("2days", min, max).expect_err("out of range");
         assert_eq!(
             err.to_string(),
             "duration \"2days\" is out of range: it must be between 1s and 1day"
