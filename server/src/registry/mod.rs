@@ -211,3 +211,6 @@ impl Registry {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod ended_tests;
