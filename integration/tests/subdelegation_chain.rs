@@ -81,6 +81,26 @@ async fn three_deep_chain_narrows_and_dies_with_its_root() -> Result<()> {
         (root.as_str(), PLANNER)
     );
     assert_eq!(d.value_limit.map(|v| v.amount_minor), Some(5_000));
+    // Its JWT-SVID carries the same delegation, hint = the sub-task.
+    let jwts = b.cli(&[
+        "api",
+        "fetch",
+        "jwt",
+        "--audience",
+        "po",
+        "--output",
+        "json",
+    ])?;
+    let jwts: serde_json::Value = serde_json::from_str(&jwts.stdout).context("jwt json")?;
+    let jwt = jwts
+        .as_array()
+        .and_then(|all| all.iter().find(|j| j["hint"] == search_task.as_str()))
+        .context("a JWT-SVID with the sub-task as hint")?;
+    let claim = jwt_claims(jwt["token"].as_str().unwrap_or_default())?;
+    assert_eq!(claim["sub"], SEARCH);
+    assert_eq!(claim["delegation"]["task"]["id"], search_task.as_str());
+    assert_eq!(claim["delegation"]["task"]["depth"], 1);
+    assert_eq!(claim["delegation"]["chain"][0]["actor"], PLANNER);
 
     // Hop 2: the search agent (node B, its only task-bound SVID) hands a fetch to node A.
     let fetch_task = delegate_ok(
@@ -267,6 +287,13 @@ async fn consent_withdrawn_closes_every_task_of_the_principal() -> Result<()> {
     ])?;
     assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
     Ok(())
+}
+
+fn jwt_claims(token: &str) -> Result<serde_json::Value> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).context("a JWT has a payload")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+    Ok(serde_json::from_slice(&bytes)?)
 }
 
 fn uid_selector() -> String {
