@@ -200,12 +200,11 @@ impl Tasks {
                         }
                     }
                 }
-                self.ca
-                    .revoke(&serials, now)
-                    .map_err(|e| RegistryError::Internal(e.to_string()))?;
-                Ok((plan, ids))
+                Ok((plan, (ids, serials)))
             })
             .await?;
+        let (ids, serials) = ids;
+        self.ca.publish_revocations(&serials, now).await?;
         for id in &ids {
             self.disarm(id);
         }
