@@ -176,6 +176,7 @@ fn outcome(result: &serde_json::Value) -> serde_json::Value {
         "refused": body["refused"],
         "ok": body["ok"], "action": body["action"], "principal": body["principal"],
         "task": body["task"], "amount": body["amount"],
+        "depth": body["depth"], "chain": body["chain"],
         "has_error": body["error"].is_string(),
         "has_reason": body["reason"].is_string(),
     })
@@ -351,18 +352,27 @@ fn go_subtask_client_delegates_and_the_go_service_verifies_the_sub_task() -> Res
     // The delegate calls the Go service under the sub-task: narrower action and limit.
     wait_served(&caller_node, SEARCH_ID)?;
     let mut session = Session::start(&caller_node, &go.address, SEARCH_ID)?;
+    let rust = PoService::start(&server, &verifier_node, &[])?;
+    let mut to_rust = Session::start(&caller_node, &rust.address, SEARCH_ID)?;
     let allowed = session.call("po.read 50.00:EUR")?;
     assert_eq!(allowed["allowed"], true, "{allowed}");
     assert_eq!(allowed["body"]["task"], sub_task.as_str());
     assert_eq!(allowed["body"]["principal"], "user:alice@example.org");
+    assert_eq!(allowed["body"]["depth"], 1, "{allowed}");
+    let link = serde_json::json!([{"task": root, "actor": AI_ID}]);
+    assert_eq!(allowed["body"]["chain"], link, "{allowed}");
     assert_eq!(
-        session.call("po.draft")?["body"]["refused"],
-        "action_not_granted"
+        outcome(&allowed),
+        outcome(&to_rust.call("po.read 50.00:EUR")?)
     );
-    assert_eq!(
-        session.call("po.read 50.01:EUR")?["body"]["refused"],
-        "over_value_limit"
-    );
+    for (call, code) in [
+        ("po.draft", "action_not_granted"),
+        ("po.read 50.01:EUR", "over_value_limit"),
+    ] {
+        let from_go = session.call(call)?;
+        assert_eq!(from_go["body"]["refused"], code, "{from_go}");
+        assert_eq!(outcome(&from_go), outcome(&to_rust.call(call)?), "{call}");
+    }
     assert!(
         go.process.log().contains("depth=1/1 chain=1"),
         "{}",

@@ -1,15 +1,16 @@
-// Package crl is the second, independent revocation path of DESIGN 3.4: it follows the
-// Workload API's `crl` fields (which go-spiffe's X509Source does not expose), verifies each
-// CRL's signature against the trust domain's CA certificates, and answers whether a peer
-// certificate's serial is revoked.
+// Package crl is the second, independent revocation path of DESIGN 3.4, as in the Rust
+// mandate-verify: it follows the `crl` fields of the agent's FetchX509Bundles stream (which
+// go-spiffe's sources do not expose), trusts a CRL only when its issuer is a CA certificate of
+// the bundle and its signature verifies against it, and answers whether a peer certificate's
+// serial is revoked.
 package crl
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/big"
-	"time"
 )
 
 // Set is the revoked serials of every CRL whose signature verified.
@@ -62,37 +63,9 @@ func Collect(crls [][]byte, authorities []*x509.Certificate) (*Set, error) {
 
 func signedByOneOf(list *x509.RevocationList, authorities []*x509.Certificate) bool {
 	for _, ca := range authorities {
-		if list.CheckSignatureFrom(ca) == nil {
+		if bytes.Equal(ca.RawSubject, list.RawIssuer) && list.CheckSignatureFrom(ca) == nil {
 			return true
 		}
 	}
 	return false
-}
-
-// Authorities are the certificates a CRL of the trust domain may be signed by: the bundle's
-// CA certificates, plus any CA certificate of the SVID chains (intermediates) that chains to
-// the bundle at now.
-func Authorities(bundle []*x509.Certificate, chains [][]*x509.Certificate, now time.Time) []*x509.Certificate {
-	out := append([]*x509.Certificate{}, bundle...)
-	roots := x509.NewCertPool()
-	for _, c := range bundle {
-		roots.AddCert(c)
-	}
-	for _, chain := range chains {
-		for i, c := range chain {
-			if i == 0 || !c.IsCA {
-				continue
-			}
-			inter := x509.NewCertPool()
-			for _, other := range chain[i+1:] {
-				inter.AddCert(other)
-			}
-			opts := x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
-				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
-			if _, err := c.Verify(opts); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
 }

@@ -83,10 +83,10 @@ func TestCollectKeepsOnlyVerifiedCrls(t *testing.T) {
 
 type fakeWorkloadAPI struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
-	responses chan *workload.X509SVIDResponse
+	responses chan *workload.X509BundlesResponse
 }
 
-func (f *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+func (f *fakeWorkloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	for {
 		select {
 		case r := <-f.responses:
@@ -106,7 +106,7 @@ func TestWatcherFollowsTheWorkloadApiCrlField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := &fakeWorkloadAPI{responses: make(chan *workload.X509SVIDResponse, 2)}
+	fake := &fakeWorkloadAPI{responses: make(chan *workload.X509BundlesResponse, 2)}
 	server := grpc.NewServer()
 	workload.RegisterSpiffeWorkloadAPIServer(server, fake)
 	go func() { _ = server.Serve(listener) }()
@@ -114,20 +114,37 @@ func TestWatcherFollowsTheWorkloadApiCrlField(t *testing.T) {
 
 	w := Start(path)
 	defer w.Close()
-	svid := &workload.X509SVID{SpiffeId: "spiffe://example.org/po", X509Svid: ca.cert.Raw, Bundle: ca.cert.Raw}
-	fake.responses <- &workload.X509SVIDResponse{Svids: []*workload.X509SVID{svid}, Crl: [][]byte{ca.crl(t), stranger.crl(t, 9)}}
+	if err := w.Check(big.NewInt(5)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("before any message: %v", err)
+	}
+	bundles := map[string][]byte{"spiffe://example.org": ca.cert.Raw}
+	fake.responses <- &workload.X509BundlesResponse{Bundles: bundles, Crl: [][]byte{ca.crl(t), stranger.crl(t, 9)}}
 	if !w.WaitReady(5 * time.Second) {
 		t.Fatal("no response")
 	}
-	if w.Revoked(big.NewInt(5)) || w.Revoked(big.NewInt(9)) {
+	if w.Check(big.NewInt(5)) != nil || w.Check(big.NewInt(9)) != nil {
 		t.Fatal("nothing of ours is revoked yet")
 	}
-	fake.responses <- &workload.X509SVIDResponse{Svids: []*workload.X509SVID{svid}, Crl: [][]byte{ca.crl(t, 5)}}
+	if !errors.Is(w.Err(), ErrUnverified) {
+		t.Fatalf("the stranger's CRL is reported: %v", w.Err())
+	}
+	fake.responses <- &workload.X509BundlesResponse{Bundles: bundles, Crl: [][]byte{ca.crl(t, 5)}}
 	deadline := time.Now().Add(5 * time.Second)
-	for !w.Revoked(big.NewInt(5)) {
+	for !errors.Is(w.Check(big.NewInt(5)), ErrRevoked) {
 		if time.Now().After(deadline) {
 			t.Fatal("serial 5 never revoked")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestACrlWhoseIssuerIsAnotherNameIsRefused(t *testing.T) {
+	ca := newAuthority(t, "ca")
+	// Same key, another subject: the signature verifies, but the issuer is not this CA.
+	renamed := *ca.cert
+	renamed.RawSubject = append([]byte{}, newAuthority(t, "other").cert.RawSubject...)
+	set, err := Collect([][]byte{ca.crl(t, 5)}, []*x509.Certificate{&renamed})
+	if set.Revoked(big.NewInt(5)) || !errors.Is(err, ErrUnverified) {
+		t.Fatalf("a CRL was trusted under another name: %v", err)
 	}
 }

@@ -1,10 +1,12 @@
-// Following FetchX509SVID for its `crl` fields.
+// Following FetchX509Bundles for its `crl` fields.
 
 package crl
 
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"math/big"
 	"sync"
 	"time"
@@ -12,6 +14,14 @@ import (
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 
 	"github.com/mandate-dev/mandate/sdk/go/taskstatus"
+)
+
+// Errors of Watcher.Check.
+var (
+	// ErrUnavailable: no bundle message (and so no CRL) has arrived yet; fail closed.
+	ErrUnavailable = errors.New("no CRLs from the agent yet")
+	// ErrRevoked: the serial is listed in a verified CRL of the trust domain.
+	ErrRevoked = errors.New("certificate serial is revoked")
 )
 
 // Watcher holds the newest verified revocation Set from the local agent's Workload API.
@@ -25,10 +35,9 @@ type Watcher struct {
 	lastErr error
 }
 
-// Start follows FetchX509SVID on the agent socket at socketPath (a direct call with the
-// standard Workload API stubs, since go-spiffe's X509Source drops the `crl` field) and
-// reconnects with backoff (100 ms doubling to 2 s). Until the first response, nothing is
-// revoked: the task-status watcher, which fails closed, is the primary path.
+// Start follows FetchX509Bundles on the agent socket at socketPath with the standard Workload
+// API stubs (go-spiffe's sources drop the `crl` field) and reconnects with backoff (100 ms
+// doubling to 2 s). Each message replaces the Set with the serials of its verified CRLs.
 func Start(socketPath string) *Watcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{cancel: cancel, done: make(chan struct{}), ready: make(chan struct{})}
@@ -36,21 +45,28 @@ func Start(socketPath string) *Watcher {
 	return w
 }
 
-// Revoked reports whether cert's serial is in a verified CRL of the trust domain.
-func (w *Watcher) Revoked(serial *big.Int) bool {
+// Check fails with ErrRevoked when serial is in a verified CRL, and with ErrUnavailable while
+// no bundle message has arrived (the Rust verifier fails closed there too).
+func (w *Watcher) Check(serial *big.Int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.set.Revoked(serial)
+	switch {
+	case w.set == nil:
+		return ErrUnavailable
+	case w.set.Revoked(serial):
+		return fmt.Errorf("%w: %x", ErrRevoked, serial)
+	}
+	return nil
 }
 
-// Err is why the last response's CRLs were not all usable, or nil.
+// Err is why the last message's CRLs were not all usable, or nil.
 func (w *Watcher) Err() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.lastErr
 }
 
-// WaitReady waits until the first response was processed or timeout passes.
+// WaitReady waits until the first message was processed or timeout passes.
 func (w *Watcher) WaitReady(timeout time.Duration) bool {
 	select {
 	case <-w.ready:
@@ -90,7 +106,7 @@ func (w *Watcher) streamOnce(ctx context.Context, socketPath string) bool {
 	}
 	defer conn.Close()
 	stream, err := workload.NewSpiffeWorkloadAPIClient(conn).
-		FetchX509SVID(taskstatus.WithWorkloadHeader(ctx), &workload.X509SVIDRequest{})
+		FetchX509Bundles(taskstatus.WithWorkloadHeader(ctx), &workload.X509BundlesRequest{})
 	if err != nil {
 		return false
 	}
@@ -101,25 +117,20 @@ func (w *Watcher) streamOnce(ctx context.Context, socketPath string) bool {
 			return received
 		}
 		received = true
-		w.apply(response, time.Now())
+		w.apply(response)
 	}
 }
 
-func (w *Watcher) apply(response *workload.X509SVIDResponse, now time.Time) {
-	var bundle []*x509.Certificate
-	var chains [][]*x509.Certificate
-	for _, svid := range response.GetSvids() {
-		if certs, err := x509.ParseCertificates(svid.GetBundle()); err == nil {
-			bundle = append(bundle, certs...)
-		}
-		if certs, err := x509.ParseCertificates(svid.GetX509Svid()); err == nil {
-			chains = append(chains, certs)
+func (w *Watcher) apply(response *workload.X509BundlesResponse) {
+	var authorities []*x509.Certificate
+	for _, bundle := range response.GetBundles() {
+		if certs, err := x509.ParseCertificates(bundle); err == nil {
+			authorities = append(authorities, certs...)
 		}
 	}
-	set, err := Collect(response.GetCrl(), Authorities(bundle, chains, now))
+	set, err := Collect(response.GetCrl(), authorities)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	// Serials only ever join a CRL while their SVID is unexpired; keep what verified.
 	w.set, w.lastErr = set, err
 	select {
 	case <-w.ready:

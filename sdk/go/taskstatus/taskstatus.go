@@ -219,10 +219,15 @@ func (w *Watcher) streamOnce(ctx context.Context, socketPath string) (bool, erro
 	}
 }
 
+// MaxFeedMessage is the largest message accepted from the agent: the closed set of a trust
+// domain with 100k closed tasks is about 4 MB, over gRPC's 4 MiB default.
+const MaxFeedMessage = 64 * 1024 * 1024
+
 // Dial opens a gRPC client connection to the agent's unix socket (no TLS: the agent attests
 // the caller from the socket's peer credentials).
 func Dial(socketPath string) (*grpc.ClientConn, error) {
-	return grpc.NewClient("unix://"+socketPath, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return grpc.NewClient("unix://"+socketPath, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxFeedMessage)))
 }
 
 // WithWorkloadHeader adds the `workload.spiffe.io: true` metadata every agent call needs.

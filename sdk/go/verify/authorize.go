@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/mandate-dev/mandate/sdk/go/crl"
 	"github.com/mandate-dev/mandate/sdk/go/delegation"
 	"github.com/mandate-dev/mandate/sdk/go/taskstatus"
 )
@@ -17,9 +18,11 @@ type StatusView interface {
 	Check(taskID string, now time.Time) error
 }
 
-// RevocationView answers whether a certificate serial is revoked; *crl.Watcher is one.
+// RevocationView checks a certificate serial against the trust domain's CRLs; *crl.Watcher is
+// one. Check fails with crl.ErrRevoked for a listed serial, and any other error (crl.ErrUnavailable
+// before the CRLs arrive) fails a delegated caller closed.
 type RevocationView interface {
-	Revoked(serial *big.Int) bool
+	Check(serial *big.Int) error
 }
 
 // Verifier checks callers against a policy, the live task-status view and, optionally, the
@@ -45,7 +48,7 @@ func (v *Verifier) Authorize(caller *Caller, action string, amount *delegation.V
 
 // AuthorizeAt is Authorize at a given time. It returns nil when the request is allowed, else
 // the refusal of the first rule that failed, in this order: status_unavailable, status_stale,
-// task_closed, certificate_revoked, deadline_passed, depth_exceeded, chain_too_long,
+// task_closed, certificate_revoked (status_unavailable while no CRLs arrived), deadline_passed, depth_exceeded, chain_too_long,
 // action_not_granted, no_value_limit, currency_mismatch, over_value_limit. A caller without a
 // delegation is refused only when policy requires one (delegation_required) or its
 // certificate is revoked; the service applies its own rules to the rest.
@@ -56,7 +59,11 @@ func (v *Verifier) AuthorizeAt(caller *Caller, action string, amount *delegation
 		if v.policy.RequiresDelegation(caller.ID) {
 			return refuse(CodeDelegationRequired, "%s must carry a delegation and carries none", caller.ID)
 		}
-		return v.checkRevoked(caller)
+		// The CRLs list only task SVIDs; a listed serial is refused all the same.
+		if r := v.checkRevoked(caller); r != nil && r.Code == CodeCertificateRevoked {
+			return r
+		}
+		return nil
 	}
 	taskID := d.Task.ID
 	if err := v.status.Check(taskID, now); err != nil {
@@ -77,11 +84,18 @@ func (v *Verifier) AuthorizeAt(caller *Caller, action string, amount *delegation
 }
 
 func (v *Verifier) checkRevoked(caller *Caller) *Refusal {
-	if v.revoked == nil || caller.Certificate == nil || !v.revoked.Revoked(caller.Certificate.SerialNumber) {
+	if v.revoked == nil || caller.Certificate == nil {
 		return nil
 	}
-	return refuse(CodeCertificateRevoked, "certificate serial %x of %s is listed in a CRL of the trust domain",
-		caller.Certificate.SerialNumber, caller.ID)
+	switch err := v.revoked.Check(caller.Certificate.SerialNumber); {
+	case err == nil:
+		return nil
+	case errors.Is(err, crl.ErrRevoked):
+		return refuse(CodeCertificateRevoked, "certificate serial %x of %s is listed in a CRL of the trust domain",
+			caller.Certificate.SerialNumber, caller.ID)
+	default:
+		return refuse(CodeStatusUnavailable, "task status unavailable: %v", err)
+	}
 }
 
 // CheckGrant is the pure part of AuthorizeAt: deadline, depth, chain length, action (exact

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mandate-dev/mandate/sdk/go/crl"
 	"github.com/mandate-dev/mandate/sdk/go/delegation"
 	"github.com/mandate-dev/mandate/sdk/go/taskstatus"
 )
@@ -36,9 +37,18 @@ func (f fakeStatus) Check(taskID string, at time.Time) error {
 	return taskstatus.CheckSnapshot(f.snapshot, 15*time.Second, taskID, at)
 }
 
+// fakeCRL lists serials; a nil fakeCRL has received no CRLs yet.
 type fakeCRL map[int64]bool
 
-func (f fakeCRL) Revoked(serial *big.Int) bool { return f[serial.Int64()] }
+func (f fakeCRL) Check(serial *big.Int) error {
+	switch {
+	case f == nil:
+		return crl.ErrUnavailable
+	case f[serial.Int64()]:
+		return crl.ErrRevoked
+	}
+	return nil
+}
 
 func snapshot(asOf time.Time, closed ...string) *taskstatus.Snapshot {
 	s := &taskstatus.Snapshot{ClosedTaskIDs: map[string]struct{}{}, AsOf: asOf}
@@ -64,6 +74,7 @@ func TestAuthorizeRefusesWithEveryCodeInOrder(t *testing.T) {
 		name    string
 		status  *taskstatus.Snapshot
 		revoked fakeCRL
+		noCRL   bool
 		change  func(d *delegation.Delegation)
 		action  string
 		amount  string
@@ -79,6 +90,9 @@ func TestAuthorizeRefusesWithEveryCodeInOrder(t *testing.T) {
 		{name: "closed", status: snapshot(now, "task-4711"), action: "po.draft", want: CodeTaskClosed},
 		{name: "closed before deadline", status: snapshot(now, "task-4711"), change: func(d *delegation.Delegation) { d.Task.Deadline = now }, action: "po.draft", want: CodeTaskClosed},
 		{name: "revoked serial", revoked: fakeCRL{99: true}, action: "po.draft", want: CodeCertificateRevoked},
+		{name: "no CRLs yet", noCRL: true, action: "po.draft", want: CodeStatusUnavailable},
+		{name: "closed before revoked", status: snapshot(now, "task-4711"), revoked: fakeCRL{99: true}, action: "po.draft", want: CodeTaskClosed},
+		{name: "revoked before deadline", revoked: fakeCRL{99: true}, change: func(d *delegation.Delegation) { d.Task.Deadline = now }, action: "po.draft", want: CodeCertificateRevoked},
 		{name: "deadline now", change: func(d *delegation.Delegation) { d.Task.Deadline = now }, action: "po.draft", want: CodeDeadlinePassed},
 		{name: "deadline before depth", change: func(d *delegation.Delegation) { d.Task.Deadline = now; d.Task.Depth = 3 }, action: "po.draft", want: CodeDeadlinePassed},
 		{name: "depth", change: func(d *delegation.Delegation) { d.Task.Depth = 2 }, action: "po.draft", want: CodeDepthExceeded},
@@ -108,7 +122,11 @@ func TestAuthorizeRefusesWithEveryCodeInOrder(t *testing.T) {
 		if c.change != nil {
 			c.change(d)
 		}
-		v := New(RequireUnder("/ai"), fakeStatus{status}, c.revoked)
+		revoked := c.revoked
+		if revoked == nil && !c.noCRL {
+			revoked = fakeCRL{}
+		}
+		v := New(RequireUnder("/ai"), fakeStatus{status}, revoked)
 		var amt *delegation.ValueLimit
 		if c.amount != "" {
 			amt = amount(t, c.amount)
@@ -132,6 +150,9 @@ func TestCallersWithoutDelegation(t *testing.T) {
 	service := &Caller{ID: spiffeid.RequireFromString("spiffe://example.org/aid"), Certificate: &x509.Certificate{SerialNumber: big.NewInt(1)}}
 	if r := v.AuthorizeAt(service, "anything", nil, now); r != nil {
 		t.Fatalf("a service outside /ai passes through, even with no task status: %+v", r)
+	}
+	if r := New(RequireUnder("/ai"), fakeStatus{nil}, fakeCRL(nil)).AuthorizeAt(service, "x", nil, now); r != nil {
+		t.Fatalf("a service passes through before the CRLs arrive: %+v", r)
 	}
 	service.Certificate.SerialNumber = big.NewInt(7)
 	if r := v.AuthorizeAt(service, "anything", nil, now); r == nil || r.Code != CodeCertificateRevoked {

@@ -77,8 +77,9 @@ func run() error {
 	defer status.Close()
 	revocations := crl.Start(socket)
 	defer revocations.Close()
-	if !status.WaitReady(10 * time.Second) {
-		log.Print("no task-status snapshot yet: delegated callers are refused until one arrives")
+	ready := time.Now().Add(10 * time.Second)
+	if !status.WaitReady(time.Until(ready)) || !revocations.WaitReady(time.Until(ready)) {
+		log.Print("no task-status snapshot or CRLs yet: delegated callers are refused until both arrive")
 	}
 	verifier := verify.New(verify.RequireUnder(under...), status, revocations)
 

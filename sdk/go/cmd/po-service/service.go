@@ -110,8 +110,17 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Printf("allowed principal=%s task=%s%s action=%s amount=%s caller=%s", principal, task, hops, action, amountText, conn.caller.ID)
-	reply(w, http.StatusOK, map[string]any{"ok": true, "action": action, "principal": principal, "task": task,
-		"amount": amountJSON, "connection": conn.number})
+	answer := map[string]any{"ok": true, "action": action, "principal": principal, "task": task,
+		"amount": amountJSON, "connection": conn.number}
+	// A sub-task's caller (DESIGN 3.8): its depth and who delegated to whom, oldest first.
+	if d := conn.caller.Delegation; d != nil && len(d.Chain) > 0 {
+		chain := make([]map[string]string, 0, len(d.Chain))
+		for _, link := range d.Chain {
+			chain = append(chain, map[string]string{"task": link.TaskID, "actor": link.Actor})
+		}
+		answer["depth"], answer["chain"] = d.Task.Depth, chain
+	}
+	reply(w, http.StatusOK, answer)
 }
 
 // parseAmount reads {"amount": "120.00:EUR"}; an empty body or no amount means none. It
