@@ -161,11 +161,11 @@ impl Children {
 
     /// Waits up to `within` for the children named `name`, whose session was finished, to
     /// exit, and forgets them (so `check_alive` no longer counts them); kills a straggler.
-    pub(crate) fn finished(&mut self, name: &str, within: std::time::Duration) {
-        let until = std::time::Instant::now() + within;
+    pub(crate) fn finished(&mut self, name: &str, within: Duration) {
+        let until = Instant::now() + within;
         for (_, child) in self.running.iter_mut().filter(|(n, _)| n == name) {
-            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < until {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
             }
             if matches!(child.try_wait(), Ok(None)) {
                 let _ = child.kill();

@@ -52,7 +52,7 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
             "met": open.quantile_ms(0.99) < 200.0,
             "cascade_subtasks": fan_out,
             "cascade_open_s": cascade_open.as_secs_f64(),
-            "cascade_close_to_refusal_of_last_on_other_node_ms": cascade.as_secs_f64() * 1000.0,
+            "cascade_close_sent_to_refusal_of_last_on_other_node_ms": cascade.as_secs_f64() * 1000.0,
             "cascade_target": "under 1 s (DESIGN 3.4, 3.8)",
             "cascade_met": cascade < Duration::from_secs(1),
         }))
@@ -231,8 +231,9 @@ impl Bench {
         self.verifier
             .authorize(&caller, "supplier.search", None)
             .context("the open sub-task's SVID was refused on node A")?;
-        self.close(&root).await?;
+        // From the moment CloseTask is sent: the write, the CRL and the push all count.
         let closed = Instant::now();
+        self.close(&root).await?;
         loop {
             match self.verifier.authorize(&caller, "supplier.search", None) {
                 Ok(_) if closed.elapsed() > TRIAL_TIMEOUT => {
