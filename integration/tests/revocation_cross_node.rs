@@ -2,7 +2,8 @@
 //! runs on node A, the po-service that verifies it (mandate-verify) on node B. A task close
 //! is refused by B's verifier within 1 s on an already-open connection, also when the task's
 //! entry was deleted first and when B was down during the close; B's `ValidateJWTSVID`
-//! refuses a JWT-SVID minted on A; and the closed set drops a task once its deadline passed.
+//! refuses a JWT-SVID minted on A; B's CRLs list the closed task's serial and verify against
+//! the bundle; and the closed set drops a task once its deadline passed.
 
 mod delegation_support;
 
@@ -14,7 +15,9 @@ use mandate_integration::cluster::Cluster;
 use mandate_integration::{Agent, wait_for, workload};
 use mandate_proto::delegation::WatchRequest;
 use mandate_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use mandate_proto::workload::{ValidateJwtsvidRequest, ValidateJwtsvidResponse};
+use mandate_proto::workload::{
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest,
+};
 use tonic::transport::Channel;
 
 /// The ID this test process takes on the verifier's node to read its feeds itself.
@@ -244,4 +247,65 @@ fn the_closed_set_lists_other_nodes_tasks_until_their_deadline() -> Result<()> {
     )?;
     assert!(!restarted.contains(&short), "{restarted:?}");
     Ok(())
+}
+
+#[test]
+fn the_crls_on_the_verifier_node_list_a_closed_tasks_serial_and_verify() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let task = cluster.open_task(&["--action", "po.read"])?;
+    cluster.bind_caller(AI_ID, &task)?;
+    reader_on(&cluster, &cluster.verifier)?;
+    block_on(async {
+        let response = delegation_support::first_x509(&cluster.caller, Duration::from_secs(30))
+            .await?
+            .context("an X509-SVID on node A")?;
+        let svid = response
+            .svids
+            .iter()
+            .find(|s| s.spiffe_id == AI_ID)
+            .context("the AI agent's SVID")?;
+        let leaf = delegation_support::leaf_of(&svid.x509_svid)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf)?;
+        let serial = cert.tbs_certificate.raw_serial().to_vec();
+        assert!(
+            !crl_lists(&cluster.verifier, &serial).await?.0,
+            "not listed while open"
+        );
+
+        cluster.close_task(&task)?;
+        // `task close` returns after the CRL is signed and committed; node B serves it soon.
+        let closed_at = Instant::now();
+        loop {
+            let (listed, verified) = crl_lists(&cluster.verifier, &serial).await?;
+            if listed {
+                assert!(
+                    verified >= 1,
+                    "the server's CRL verifies against the bundle"
+                );
+                break;
+            }
+            if closed_at.elapsed() > Duration::from_secs(1) {
+                bail!("node B's CRLs do not list the closed task's serial after 1 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    })
+}
+
+/// Whether the verified CRLs of `agent`'s first `FetchX509Bundles` message list `serial`, and
+/// how many CRLs verified against the bundle.
+async fn crl_lists(agent: &Agent, serial: &[u8]) -> Result<(bool, usize)> {
+    let mut client = workload::client(&agent.socket_path).await?;
+    let mut stream = client
+        .fetch_x509_bundles(workload::with_header(X509BundlesRequest {}))
+        .await?
+        .into_inner();
+    let message = stream.message().await?.context("an X.509 bundle message")?;
+    let mut authorities = Vec::new();
+    for concat in message.bundles.values() {
+        authorities.extend(mandate_core::x509::split_der_certs(concat)?);
+    }
+    let revoked = mandate_verify::revocation::revoked_serials(&message.crl, &authorities);
+    Ok((revoked.contains(serial), revoked.verified_crls))
 }
