@@ -1,8 +1,8 @@
 //! The real `mandate-server` on a real PostgreSQL (`[store] kind = "postgres"`): an agent
 //! attests and its workload gets an SVID, a task opens and closes, the state comes back from
 //! the database after a restart, `audit verify` passes, kill -9 right after acknowledged
-//! writes loses none of them, and bad store settings or a newer schema stop the server with
-//! one line.
+//! writes loses none of them, and bad store settings, a second server on the same database
+//! or a newer schema stop the server with one line.
 //!
 //! Without PostgreSQL these tests skip with a message, except under `CI=true`.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
@@ -217,7 +217,17 @@ fn bad_store_settings_and_a_newer_schema_stop_the_server_with_one_line() -> Resu
     assert_one_line(&out, 1, "cannot connect to postgres");
 
     let url = pg.create_database()?;
-    drop(server_on(&url)?);
+    let mut first = server_on(&url)?;
+    // One server per database until several are supported: a second one is refused.
+    let out = run_with(
+        "[store]\nkind = \"postgres\"\n",
+        &[("MANDATE_DATABASE_URL", &url)],
+    )?;
+    assert_one_line(&out, 1, "another mandate-server is using this database");
+    // kill -9 frees the database for the next server at once.
+    first.kill9();
+    first.restart()?;
+    drop(first);
     pg.psql(
         db_of(&url),
         "INSERT INTO mandate_schema (version) VALUES (999)",

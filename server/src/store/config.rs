@@ -100,7 +100,7 @@ impl StoreConfig {
     pub fn open(&self, store_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
         Ok(match self {
             Self::Sled => Arc::new(SledStore::open(store_dir)?),
-            Self::Postgres { url } => Arc::new(PgStore::open(url)?),
+            Self::Postgres { url } => Arc::new(PgStore::open_exclusive(url)?),
         })
     }
 }

@@ -18,7 +18,7 @@ use crate::stats::{Samples, cpu_time, median, rate, round3};
 use crate::{Mode, raw};
 
 /// The core the server and the raw loop share.
-const CPU: &str = "0";
+pub(crate) const CPU: &str = "0";
 /// Calls in flight at once, so the pinned server never waits for the client: each call also
 /// waits for its audit records' group commit (an fsync), and with 6 calls the core sat idle
 /// 4-5% of the time; with 12 it is busy about 98%.
@@ -98,23 +98,26 @@ pub(crate) fn run(rt: &Runtime, mode: Mode) -> Result<Value> {
 }
 
 /// One load window.
-struct Window {
-    svids_per_s: f64,
-    elapsed: Duration,
-    latency: Samples,
+pub(crate) struct Window {
+    /// SVIDs signed per second.
+    pub(crate) svids_per_s: f64,
+    /// Its length.
+    pub(crate) elapsed: Duration,
+    /// Each call's latency.
+    pub(crate) latency: Samples,
     /// CPU time the pinned server used in the window.
-    server_cpu: Duration,
+    pub(crate) server_cpu: Duration,
 }
 
 /// A prepared issuer: its agent identity and the CSR batches it signs in a loop.
-struct Prepared {
+pub(crate) struct Prepared {
     node: Node,
     batches: Arc<Vec<Vec<SignX509SvidRequest>>>,
 }
 
 /// Registers `entries` entries under a fresh node, makes one CSR each, and signs every
 /// batch once (warm-up, every result checked).
-async fn prepare(server: &Server, entries: usize, batch: usize) -> Result<Prepared> {
+pub(crate) async fn prepare(server: &Server, entries: usize, batch: usize) -> Result<Prepared> {
     let admin = Admin::connect(&server.admin_socket).await?;
     let attestor = Attestor::connect(&admin, &server.address).await?;
     let node = attestor
@@ -159,7 +162,7 @@ fn measure_rounds(
 }
 
 /// `IN_FLIGHT` callers sign batches for `load`.
-async fn load_window(prepared: &Prepared, pid: u32, load: Duration) -> Result<Window> {
+pub(crate) async fn load_window(prepared: &Prepared, pid: u32, load: Duration) -> Result<Window> {
     let cpu_start = cpu_time(pid)?;
     let start = Instant::now();
     let mut workers = Vec::new();
@@ -197,7 +200,7 @@ async fn load_window(prepared: &Prepared, pid: u32, load: Duration) -> Result<Wi
 
 /// Sets the CPU affinity of every thread of this process with `taskset -a -p` (no `unsafe`
 /// needed); returns whether it worked.
-fn set_own_affinity(cpus: &str) -> bool {
+pub(crate) fn set_own_affinity(cpus: &str) -> bool {
     std::process::Command::new("taskset")
         .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
         .stdout(std::process::Stdio::null())

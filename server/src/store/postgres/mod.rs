@@ -36,8 +36,22 @@ pub struct PgStore {
     /// Drives the connections; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     config: tokio_postgres::Config,
-    writer: Mutex<Option<Client>>,
-    reader: Mutex<Option<Client>>,
+    writer: Mutex<Option<Conn>>,
+    reader: Mutex<Option<Conn>>,
+    /// The writing session holds [`SERVER_LOCK`]: no second server writes meanwhile.
+    exclusive: bool,
+}
+
+/// The session advisory lock of the one server that writes a database ("mandate" + 1):
+/// several servers on one database are not supported yet (their revisions and audit seqs
+/// come from each one's memory), so a second one is refused at start rather than left to
+/// collide on every write.
+const SERVER_LOCK: i64 = 0x006d_616e_6461_7466;
+
+/// A connection, with the write statements once prepared on it.
+struct Conn {
+    client: Client,
+    statements: Option<write::Statements>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -76,6 +90,7 @@ impl PgStore {
             config,
             writer: Mutex::new(None),
             reader: Mutex::new(None),
+            exclusive: false,
         };
         let mut migrator = store.connect()?;
         let found = futures::executor::block_on(schema::migrate(&mut migrator))?;
@@ -84,6 +99,18 @@ impl PgStore {
             current = PG_SCHEMA_VERSION,
             "postgres schema checked"
         );
+        Ok(store)
+    }
+
+    /// [`PgStore::open`] for a server: its writing session also takes the database's server
+    /// lock, now and after every reconnect, so a second server on the same database fails.
+    ///
+    /// # Errors
+    /// As [`PgStore::open`], and [`StoreError::Backend`] when another server holds the lock.
+    pub fn open_exclusive(url: &str) -> Result<Self, StoreError> {
+        let mut store = Self::open(url)?;
+        store.exclusive = true;
+        store.with_writer(async |_| Ok(()))?;
         Ok(store)
     }
 
@@ -112,17 +139,33 @@ impl PgStore {
     /// Runs `work` on the connection in `slot`, connecting first when it is closed.
     fn with<T>(
         &self,
-        slot: &Mutex<Option<Client>>,
-        work: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+        slot: &Mutex<Option<Conn>>,
+        work: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut guard: MutexGuard<'_, Option<Client>> =
+        let mut guard: MutexGuard<'_, Option<Conn>> =
             slot.lock().unwrap_or_else(|e| e.into_inner());
-        let client = match guard.take() {
-            Some(client) if !client.is_closed() => client,
-            _ => self.connect()?,
+        let conn = match guard.take() {
+            Some(conn) if !conn.client.is_closed() => conn,
+            _ => {
+                let client = self.connect()?;
+                if self.exclusive && std::ptr::eq(slot, &self.writer) {
+                    futures::executor::block_on(claim(&client))?;
+                }
+                Conn {
+                    client,
+                    statements: None,
+                }
+            }
         };
-        let client = guard.insert(client);
-        futures::executor::block_on(work(client))
+        let conn = guard.insert(conn);
+        futures::executor::block_on(work(conn))
+    }
+
+    fn with_writer<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with(&self.writer, work)
     }
 
     /// Runs a read on the reading connection; a read that fails because the connection died
@@ -131,15 +174,17 @@ impl PgStore {
         &self,
         work: impl AsyncFn(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        match self.with(&self.reader, async |c| work(c).await) {
-            Err(_) if self.reader_closed() => self.with(&self.reader, work),
+        match self.with(&self.reader, async |c| work(&mut c.client).await) {
+            Err(_) if self.reader_closed() => {
+                self.with(&self.reader, async |c| work(&mut c.client).await)
+            }
             result => result,
         }
     }
 
     fn reader_closed(&self) -> bool {
         let guard = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().is_none_or(Client::is_closed)
+        guard.as_ref().is_none_or(|c| c.client.is_closed())
     }
 }
 
@@ -149,6 +194,24 @@ impl Drop for PgStore {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+/// Takes [`SERVER_LOCK`] for the session of `client`.
+async fn claim(client: &Client) -> Result<(), StoreError> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK])
+        .await
+        .map_err(backend)?;
+    let locked: bool = row.try_get(0).map_err(backend)?;
+    if locked {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(
+            "another mandate-server is using this database; several servers on one \
+             database are not supported yet"
+                .into(),
+        ))
     }
 }
 
@@ -218,7 +281,14 @@ impl Store for PgStore {
     }
 
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        self.with(&self.writer, async |c| write::apply(c, batch).await)
+        self.with(&self.writer, async |c| {
+            let statements = match c.statements.take() {
+                Some(prepared) => prepared,
+                None => write::Statements::prepare(&c.client).await?,
+            };
+            let statements = c.statements.insert(statements);
+            write::apply(&c.client, statements, batch).await
+        })
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -273,6 +343,7 @@ impl Store for PgStore {
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         self.with(&self.writer, async |c| {
             let pruned = c
+                .client
                 .execute(
                     "DELETE FROM join_tokens WHERE hash IN (SELECT hash FROM join_tokens \
                      WHERE expires_at <= $1 LIMIT $2)",

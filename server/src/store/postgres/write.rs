@@ -1,12 +1,17 @@
-//! One [`WriteBatch`] as one PostgreSQL transaction: every op in order, the batch's audit
-//! records and serials each in one multi-row `INSERT … SELECT FROM unnest(…)`, the head
-//! row once, then `COMMIT` with `synchronous_commit = on`. Any refused statement (a task
+//! One [`WriteBatch`] as one PostgreSQL transaction, pipelined: `BEGIN` and every op's
+//! prepared statement go out together in batch order (the batch's audit records and serials
+//! each as one multi-row `INSERT … SELECT FROM unnest(…)`, the head row once), and `COMMIT`
+//! follows only when every statement succeeded, else `ROLLBACK`. The session runs with
+//! `synchronous_commit = on`, so a committed batch is durable. Any refused statement (a task
 //! reopened, a used join token unused, an audit seq taken twice) rolls the whole batch back.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
-use tokio_postgres::types::Json;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{Client, Statement};
 
 use super::backend;
 use super::rows::to_db;
@@ -41,139 +46,243 @@ const PUT_SERIALS: &str = "INSERT INTO issued_serials (task_id, serial, not_afte
 const MOVE_HEAD: &str = "UPDATE store_head SET revision = coalesce($1, revision), \
      audit_seq = coalesce($2, audit_seq), audit_hash = coalesce($3, audit_hash)";
 
+const DELETE_ENTRY: &str = "DELETE FROM entries WHERE id = $1";
+const APPEND_CHANGE: &str = "INSERT INTO change_events (revision, changes) VALUES ($1, $2)";
+const PRUNE_CHANGES: &str = "DELETE FROM change_events WHERE revision <= $1";
+const DELETE_CA_SLOTS: &str = "DELETE FROM ca_slots";
+const PUT_CA_SLOT: &str = "INSERT INTO ca_slots \
+     (id, cert_der, key_file, jwt_kid, jwt_key_file, not_before, not_after) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const PUT_CA_ACTIVE: &str = "INSERT INTO ca_active (singleton, slot) VALUES (true, $1) \
+     ON CONFLICT (singleton) DO UPDATE SET slot = EXCLUDED.slot";
+
+/// The writing connection's prepared statements.
+#[derive(Debug)]
+pub(super) struct Statements {
+    put_entry: Statement,
+    delete_entry: Statement,
+    put_task: Statement,
+    put_agent: Statement,
+    put_token: Statement,
+    append_audit: Statement,
+    put_serials: Statement,
+    append_change: Statement,
+    prune_changes: Statement,
+    move_head: Statement,
+    delete_ca_slots: Statement,
+    put_ca_slot: Statement,
+    put_ca_active: Statement,
+}
+
+impl Statements {
+    /// Makes the session durable on commit and prepares every write statement.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when a statement does not prepare.
+    pub(super) async fn prepare(client: &Client) -> Result<Self, StoreError> {
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(backend)?;
+        let prepare = async |sql: &str| client.prepare(sql).await.map_err(backend);
+        Ok(Self {
+            put_entry: prepare(PUT_ENTRY).await?,
+            delete_entry: prepare(DELETE_ENTRY).await?,
+            put_task: prepare(PUT_TASK).await?,
+            put_agent: prepare(PUT_AGENT).await?,
+            put_token: prepare(PUT_TOKEN).await?,
+            append_audit: prepare(APPEND_AUDIT).await?,
+            put_serials: prepare(PUT_SERIALS).await?,
+            append_change: prepare(APPEND_CHANGE).await?,
+            prune_changes: prepare(PRUNE_CHANGES).await?,
+            move_head: prepare(MOVE_HEAD).await?,
+            delete_ca_slots: prepare(DELETE_CA_SLOTS).await?,
+            put_ca_slot: prepare(PUT_CA_SLOT).await?,
+            put_ca_active: prepare(PUT_CA_ACTIVE).await?,
+        })
+    }
+}
+
+/// One statement's parameters, owned or borrowed from the batch.
+type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
+/// A statement to run and its parameters.
+type Call<'a> = (&'a Statement, Vec<Param<'a>>);
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + 'a>>;
+
 /// Applies `batch` in one transaction, durable when this returns.
 ///
 /// # Errors
 /// [`StoreError::Backend`] when a statement or the commit fails; nothing is written then.
-pub(super) async fn apply(client: &mut Client, batch: &WriteBatch) -> Result<(), StoreError> {
-    let tx = client.transaction().await.map_err(backend)?;
-    tx.batch_execute("SET LOCAL synchronous_commit = on")
-        .await
-        .map_err(backend)?;
+pub(super) async fn apply(
+    client: &Client,
+    statements: &Statements,
+    batch: &WriteBatch,
+) -> Result<(), StoreError> {
+    let calls = plan(statements, batch)?;
+    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(calls.len() + 1);
+    pending.push(Box::pin(client.batch_execute("BEGIN")));
+    for (statement, params) in &calls {
+        let params = params.iter().map(|p| &**p as &(dyn ToSql + Sync));
+        pending.push(Box::pin(async move {
+            client.execute_raw(*statement, params).await.map(drop)
+        }));
+    }
+    match in_order(pending).await.into_iter().find_map(Result::err) {
+        None => client.batch_execute("COMMIT").await.map_err(backend),
+        Some(e) => {
+            // The transaction is aborted already; end it so the session can go on.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(backend(e))
+        }
+    }
+}
+
+/// Polls every call, always in order, until all are done: each sends its statement on its
+/// first poll, so the statements reach the database in batch order, in one pipeline.
+async fn in_order(mut calls: Vec<Pending<'_>>) -> Vec<Result<(), tokio_postgres::Error>> {
+    let mut results: Vec<Option<Result<(), tokio_postgres::Error>>> =
+        calls.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (call, result) in calls.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match call.as_mut().poll(cx) {
+                    Poll::Ready(done) => *result = Some(done),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+/// The statements for `batch`, in its order; the audit records, serials and head last.
+fn plan<'a>(s: &'a Statements, batch: &'a WriteBatch) -> Result<Vec<Call<'a>>, StoreError> {
+    let mut calls: Vec<Call<'a>> = Vec::with_capacity(batch.ops.len() + 3);
     let mut audit: Vec<&AuditRecord> = Vec::new();
     // By (task, serial), the last write winning as in one key-value batch.
     let mut serials: BTreeMap<(&str, &str), &IssuedSerial> = BTreeMap::new();
     let mut revision = None;
     for op in &batch.ops {
         match op {
-            WriteOp::PutEntry(e) => {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
-                    &e.entry.id.as_str(),
-                    &e.entry.spiffe_id.to_string(),
-                    &e.entry.parent_id.to_string(),
-                    &to_db("revision", e.revision)?,
-                    &Json(e),
-                ];
-                tx.execute(PUT_ENTRY, &params).await.map_err(backend)?;
-            }
-            WriteOp::DeleteEntry(id) => {
-                tx.execute("DELETE FROM entries WHERE id = $1", &[&id.as_str()])
-                    .await
-                    .map_err(backend)?;
-            }
-            WriteOp::PutTask(t) => {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
-                    &t.task.id.as_str(),
-                    &t.task.state.as_str(),
-                    &to_db("revision", t.revision)?,
-                    &Json(t),
-                ];
-                tx.execute(PUT_TASK, &params).await.map_err(backend)?;
-            }
-            WriteOp::PutAgent(a) => {
-                tx.execute(
-                    PUT_AGENT,
-                    &[
-                        &a.spiffe_id,
-                        &a.attested_at,
-                        &a.expires_at,
-                        &a.banned,
-                        &a.serial,
-                    ],
-                )
-                .await
-                .map_err(backend)?;
-            }
-            WriteOp::PutToken(hash, t) => {
-                tx.execute(PUT_TOKEN, &[hash, &t.agent_id, &t.expires_at, &t.used])
-                    .await
-                    .map_err(backend)?;
-            }
+            WriteOp::PutEntry(e) => calls.push((
+                &s.put_entry,
+                vec![
+                    Box::new(e.entry.id.as_str()),
+                    Box::new(e.entry.spiffe_id.to_string()),
+                    Box::new(e.entry.parent_id.to_string()),
+                    Box::new(to_db("revision", e.revision)?),
+                    Box::new(Json(e)),
+                ],
+            )),
+            WriteOp::DeleteEntry(id) => calls.push((&s.delete_entry, vec![Box::new(id.as_str())])),
+            WriteOp::PutTask(t) => calls.push((
+                &s.put_task,
+                vec![
+                    Box::new(t.task.id.as_str()),
+                    Box::new(t.task.state.as_str()),
+                    Box::new(to_db("revision", t.revision)?),
+                    Box::new(Json(t)),
+                ],
+            )),
+            WriteOp::PutAgent(a) => calls.push((
+                &s.put_agent,
+                vec![
+                    Box::new(a.spiffe_id.as_str()),
+                    Box::new(a.attested_at),
+                    Box::new(a.expires_at),
+                    Box::new(a.banned),
+                    Box::new(a.serial.as_str()),
+                ],
+            )),
+            WriteOp::PutToken(hash, t) => calls.push((
+                &s.put_token,
+                vec![
+                    Box::new(hash.as_str()),
+                    Box::new(t.agent_id.as_deref()),
+                    Box::new(t.expires_at),
+                    Box::new(t.used),
+                ],
+            )),
             WriteOp::AppendAudit(r) => audit.push(r),
             WriteOp::AppendChange(c) => {
                 let at = to_db("revision", c.revision)?;
-                tx.execute(
-                    "INSERT INTO change_events (revision, changes) VALUES ($1, $2)",
-                    &[&at, &Json(&c.changes)],
-                )
-                .await
-                .map_err(backend)?;
+                calls.push((
+                    &s.append_change,
+                    vec![Box::new(at), Box::new(Json(&c.changes))],
+                ));
                 if c.revision > CHANGE_LOG_KEEP {
                     let pruned = to_db("revision", c.revision - CHANGE_LOG_KEEP)?;
-                    tx.execute("DELETE FROM change_events WHERE revision <= $1", &[&pruned])
-                        .await
-                        .map_err(backend)?;
+                    calls.push((&s.prune_changes, vec![Box::new(pruned)]));
                 }
                 revision = Some(at);
             }
-            WriteOp::PutSerial(task, s) => {
-                serials.insert((task.as_str(), s.serial.as_str()), s);
+            WriteOp::PutSerial(task, serial) => {
+                serials.insert((task.as_str(), serial.serial.as_str()), serial);
             }
-            WriteOp::PutCaJournal(j) => put_ca_journal(&tx, j).await?,
+            WriteOp::PutCaJournal(j) => put_ca_journal(s, j, &mut calls)?,
         }
     }
-    append_audit(&tx, &audit).await?;
-    put_serials(&tx, &serials).await?;
+    if !audit.is_empty() {
+        calls.push((&s.append_audit, audit_columns(&audit)?));
+    }
+    if !serials.is_empty() {
+        calls.push((&s.put_serials, serial_columns(&serials)?));
+    }
     let last = audit.last();
     if revision.is_some() || last.is_some() {
         let seq = last.map(|r| to_db("audit seq", r.seq)).transpose()?;
         let hash = last.map(|r| r.hash.as_str());
-        tx.execute(MOVE_HEAD, &[&revision, &seq, &hash])
-            .await
-            .map_err(backend)?;
+        calls.push((
+            &s.move_head,
+            vec![Box::new(revision), Box::new(seq), Box::new(hash)],
+        ));
     }
-    tx.commit().await.map_err(backend)
+    Ok(calls)
 }
 
-async fn append_audit(tx: &Transaction<'_>, records: &[&AuditRecord]) -> Result<(), StoreError> {
-    if records.is_empty() {
-        return Ok(());
-    }
+/// The audit records as the ten arrays of [`APPEND_AUDIT`].
+fn audit_columns<'a>(records: &[&'a AuditRecord]) -> Result<Vec<Param<'a>>, StoreError> {
     let seqs = records
         .iter()
         .map(|r| to_db("audit seq", r.seq))
         .collect::<Result<Vec<_>, _>>()?;
     let times: Vec<i64> = records.iter().map(|r| r.time).collect();
-    let text = |f: fn(&AuditRecord) -> &str| records.iter().map(|r| f(r)).collect::<Vec<_>>();
-    let optional =
-        |f: fn(&AuditRecord) -> Option<&str>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
-    tx.execute(
-        APPEND_AUDIT,
-        &[
-            &seqs,
-            &times,
-            &text(|r| &r.kind),
-            &text(|r| &r.actor),
-            &optional(|r| r.task_id.as_deref()),
-            &optional(|r| r.spiffe_id.as_deref()),
-            &optional(|r| r.serial.as_deref()),
-            &text(|r| &r.detail),
-            &text(|r| &r.hash),
-            &text(|r| &r.prev_hash),
-        ],
-    )
-    .await
-    .map_err(backend)?;
-    Ok(())
+    let text = |f: fn(&'a AuditRecord) -> &'a str| -> Param<'a> {
+        Box::new(records.iter().map(|r| f(r)).collect::<Vec<&'a str>>())
+    };
+    let optional = |f: fn(&'a AuditRecord) -> Option<&'a str>| -> Param<'a> {
+        Box::new(
+            records
+                .iter()
+                .map(|r| f(r))
+                .collect::<Vec<Option<&'a str>>>(),
+        )
+    };
+    Ok(vec![
+        Box::new(seqs),
+        Box::new(times),
+        text(|r| &r.kind),
+        text(|r| &r.actor),
+        optional(|r| r.task_id.as_deref()),
+        optional(|r| r.spiffe_id.as_deref()),
+        optional(|r| r.serial.as_deref()),
+        text(|r| &r.detail),
+        text(|r| &r.hash),
+        text(|r| &r.prev_hash),
+    ])
 }
 
-async fn put_serials(
-    tx: &Transaction<'_>,
-    serials: &BTreeMap<(&str, &str), &IssuedSerial>,
-) -> Result<(), StoreError> {
-    if serials.is_empty() {
-        return Ok(());
-    }
+/// The serials as the four arrays of [`PUT_SERIALS`].
+fn serial_columns<'a>(
+    serials: &BTreeMap<(&'a str, &'a str), &'a IssuedSerial>,
+) -> Result<Vec<Param<'a>>, StoreError> {
     let tasks: Vec<&str> = serials.keys().map(|(task, _)| *task).collect();
     let names: Vec<&str> = serials.keys().map(|(_, serial)| *serial).collect();
     let not_after: Vec<i64> = serials.values().map(|s| s.not_after).collect();
@@ -181,44 +290,39 @@ async fn put_serials(
         .values()
         .map(|s| to_db("ca id", s.ca_id))
         .collect::<Result<Vec<_>, _>>()?;
-    tx.execute(PUT_SERIALS, &[&tasks, &names, &not_after, &ca_ids])
-        .await
-        .map_err(backend)?;
-    Ok(())
+    Ok(vec![
+        Box::new(tasks),
+        Box::new(names),
+        Box::new(not_after),
+        Box::new(ca_ids),
+    ])
 }
 
 /// Replaces the journal: its slots (certificates and key file names, never keys) and the
 /// active one.
-async fn put_ca_journal(tx: &Transaction<'_>, journal: &CaJournal) -> Result<(), StoreError> {
-    tx.execute("DELETE FROM ca_slots", &[])
-        .await
-        .map_err(backend)?;
+fn put_ca_journal<'a>(
+    s: &'a Statements,
+    journal: &'a CaJournal,
+    calls: &mut Vec<Call<'a>>,
+) -> Result<(), StoreError> {
+    calls.push((&s.delete_ca_slots, Vec::new()));
     for slot in &journal.slots {
-        let id = to_db("ca slot", slot.id)?;
-        tx.execute(
-            "INSERT INTO ca_slots \
-             (id, cert_der, key_file, jwt_kid, jwt_key_file, not_before, not_after) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &id,
-                &slot.cert_der,
-                &slot.key_file,
-                &slot.jwt_kid,
-                &slot.jwt_key_file,
-                &slot.not_before,
-                &slot.not_after,
+        calls.push((
+            &s.put_ca_slot,
+            vec![
+                Box::new(to_db("ca slot", slot.id)?),
+                Box::new(slot.cert_der.as_slice()),
+                Box::new(slot.key_file.as_str()),
+                Box::new(slot.jwt_kid.as_str()),
+                Box::new(slot.jwt_key_file.as_str()),
+                Box::new(slot.not_before),
+                Box::new(slot.not_after),
             ],
-        )
-        .await
-        .map_err(backend)?;
+        ));
     }
-    let active = to_db("ca slot", journal.active)?;
-    tx.execute(
-        "INSERT INTO ca_active (singleton, slot) VALUES (true, $1) \
-         ON CONFLICT (singleton) DO UPDATE SET slot = EXCLUDED.slot",
-        &[&active],
-    )
-    .await
-    .map_err(backend)?;
+    calls.push((
+        &s.put_ca_active,
+        vec![Box::new(to_db("ca slot", journal.active)?)],
+    ));
     Ok(())
 }
