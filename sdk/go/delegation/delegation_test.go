@@ -2,6 +2,7 @@ package delegation
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -28,10 +29,38 @@ func golden() *Delegation {
 	}
 }
 
+// goldenChain2 is the value of delegation-golden-chain2.der (golden_chain2 in golden.rs): a
+// sub-sub-task two links below alice's root task.
+func goldenChain2() *Delegation {
+	alice := Principal{Kind: User, ID: "alice@example.org"}
+	return &Delegation{
+		Principal: alice,
+		Task: TaskInfo{ID: "task-fetch-2", Purpose: "fetch one supplier page",
+			Deadline: time.Unix(1796122800, 0).UTC(), Depth: 2, MaxDepth: 3},
+		Actions:    []string{"supplier.fetch"},
+		ValueLimit: &ValueLimit{AmountMinor: 500, Currency: "EUR"},
+		Chain: []Link{
+			{Principal: alice, TaskID: "task-root-0", Actor: "spiffe://example.org/ai/planner"},
+			{Principal: alice, TaskID: "task-search-1", Actor: "spiffe://example.org/ai/search"},
+		},
+	}
+}
+
 // expected holds the decoded value of each golden vector whose value this test knows; any
 // other *.der in the directory must still decode, re-encode to the same bytes, and survive
-// the JSON claim round trip.
-var expected = map[string]func() *Delegation{"delegation-golden.der": golden}
+// the JSON claim round trip, and each *.hex must hold the same bytes as its *.der.
+var expected = map[string]func() *Delegation{
+	"delegation-golden.der":        golden,
+	"delegation-golden-chain2.der": goldenChain2,
+}
+
+func TestEveryKnownGoldenVectorIsPresent(t *testing.T) {
+	for name := range expected {
+		if _, err := os.Stat(filepath.Join(dataDir, name)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
 
 func TestEveryGoldenVectorDecodes(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(dataDir, "*.der"))
@@ -44,6 +73,12 @@ func TestEveryGoldenVectorDecodes(t *testing.T) {
 			der, err := os.ReadFile(file)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if text, err := os.ReadFile(strings.TrimSuffix(file, ".der") + ".hex"); err == nil {
+				fromHex, err := hex.DecodeString(strings.Join(strings.Fields(string(text)), ""))
+				if err != nil || !bytes.Equal(fromHex, der) {
+					t.Fatalf(".hex and .der disagree (%v)", err)
+				}
 			}
 			d, err := ParseDER(der)
 			if err != nil {
