@@ -195,3 +195,54 @@ fn invalid(message: String) -> RegistryError {
 fn join(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(id: &str, task: &str) -> Held {
+        Held {
+            spiffe_id: SpiffeId::new(id).unwrap(),
+            task: TaskId::new(task).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_delegator_is_chosen_or_the_choice_is_listed() {
+        const SEARCH: &str = "spiffe://example.org/ai/search";
+        const PLANNER: &str = "spiffe://example.org/ai/planner";
+        let all = [
+            held(SEARCH, "task-a"),
+            held(SEARCH, "task-b"),
+            held(PLANNER, "task-p"),
+        ];
+        // Several task-bound SVIDs and none named: InvalidArgument listing the tasks.
+        match choose(&all, SEARCH, "") {
+            Err(RegistryError::InvalidArgument(m)) => {
+                assert!(m.contains("task-a") && m.contains("task-b"), "{m}");
+                assert!(!m.contains("task-p"), "only the tasks of {SEARCH}: {m}");
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        assert!(matches!(
+            choose(&all, "", ""),
+            Err(RegistryError::InvalidArgument(_))
+        ));
+        assert_eq!(choose(&all, SEARCH, "task-b").unwrap(), all[1]);
+        assert_eq!(choose(&all, PLANNER, "").unwrap(), all[2]);
+        assert_eq!(choose(&all[2..], "", "").unwrap(), all[2]);
+        // None held for that ID, or that task: PermissionDenied.
+        assert!(matches!(
+            choose(&all, "spiffe://example.org/ai/other", ""),
+            Err(RegistryError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            choose(&all, SEARCH, "task-p"),
+            Err(RegistryError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            choose(&all, "not a spiffe id", ""),
+            Err(RegistryError::InvalidArgument(_))
+        ));
+    }
+}

@@ -118,6 +118,30 @@ async fn open_refuse_and_audit() {
     assert_eq!(open.actor, PLANNER, "the delegating SPIFFE ID is the actor");
     assert!(open.detail.contains("parent root"), "{}", open.detail);
 
+    // A closed or pending parent delegates nothing.
+    let mut pending = root_spec("pending", now);
+    pending.require_approval = true;
+    tasks.open(pending, "op".into(), now).await.unwrap();
+    let pending_parent = TaskId::new("pending").unwrap();
+    let refused = tasks
+        .open_subtask(&pending_parent, &planner(), request(now), now)
+        .await;
+    assert!(
+        matches!(&refused, Err(RegistryError::PermissionDenied(m)) if m.contains("pending")),
+        "{refused:?}"
+    );
+    tasks
+        .close("pending", None, "op".into(), now)
+        .await
+        .unwrap();
+    let refused = tasks
+        .open_subtask(&pending_parent, &planner(), request(now), now)
+        .await;
+    assert!(
+        matches!(&refused, Err(RegistryError::PermissionDenied(m)) if m.contains("closed")),
+        "{refused:?}"
+    );
+
     // A target whose delegate_from does not list the delegator.
     let mut other = request(now);
     other.target = SpiffeId::new("spiffe://example.org/ai/fetch").unwrap();
