@@ -72,6 +72,26 @@ struct AgentOrder {
 
 type Reply = Response<Full<Bytes>>;
 
+/// A request the broker cannot carry out: the HTTP status and one line for `{"error"}`.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn into_reply(self) -> Reply {
+        reply(self.status, json!({"error": self.message}))
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -119,27 +139,26 @@ async fn handle(request: Request<Incoming>, remote: &Remote) -> Reply {
     let result = match (method, task_id) {
         (Method::POST, None) if path == "/tasks" => match read_order(request).await {
             Ok(order) => open(remote, order).await,
-            Err(reply) => return reply,
+            Err(refusal) => Err(refusal),
         },
         (Method::GET, Some(id)) => show(remote, id).await,
         (Method::DELETE, Some(id)) => close(remote, id).await,
         _ => return reply(StatusCode::NOT_FOUND, json!({"error": "no such route"})),
     };
-    result.unwrap_or_else(|e| e)
+    result.unwrap_or_else(Refusal::into_reply)
 }
 
-async fn read_order(request: Request<Incoming>) -> Result<TaskOrder, Reply> {
+async fn read_order(request: Request<Incoming>) -> Result<TaskOrder, Refusal> {
     let body = request
         .into_body()
         .collect()
         .await
-        .map_err(|e| reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})))?
+        .map_err(|e| bad_request(e.to_string()))?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})))
+    serde_json::from_slice(&body).map_err(|e| bad_request(e.to_string()))
 }
 
-async fn open(remote: &Remote, order: TaskOrder) -> Result<Reply, Reply> {
+async fn open(remote: &Remote, order: TaskOrder) -> Result<Reply, Refusal> {
     let deadline = humantime::parse_duration(&order.deadline)
         .map_err(|e| bad_request(format!("invalid deadline: {e}")))?;
     let value_limit = order
@@ -189,7 +208,7 @@ async fn open(remote: &Remote, order: TaskOrder) -> Result<Reply, Reply> {
     Ok(reply(StatusCode::CREATED, body))
 }
 
-async fn show(remote: &Remote, id: String) -> Result<Reply, Reply> {
+async fn show(remote: &Remote, id: String) -> Result<Reply, Refusal> {
     let mut client = remote.connect().await.map_err(unavailable)?;
     let task = client
         .get_task(pb::GetTaskRequest { id })
@@ -199,7 +218,7 @@ async fn show(remote: &Remote, id: String) -> Result<Reply, Reply> {
     Ok(reply(StatusCode::OK, task_json(&task)))
 }
 
-async fn close(remote: &Remote, id: String) -> Result<Reply, Reply> {
+async fn close(remote: &Remote, id: String) -> Result<Reply, Refusal> {
     let mut client = remote.connect().await.map_err(unavailable)?;
     let request = pb::CloseTaskRequest {
         id,
@@ -234,7 +253,7 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
-fn parse_value_limit(text: &str) -> Result<types::ValueLimit, Reply> {
+fn parse_value_limit(text: &str) -> Result<types::ValueLimit, Refusal> {
     let limit: mandate_core::task::ValueLimit = text
         .parse()
         .map_err(|e| bad_request(format!("invalid value_limit: {e}")))?;
@@ -249,7 +268,7 @@ fn unix_seconds(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn refused(status: tonic::Status) -> Reply {
+fn refused(status: tonic::Status) -> Refusal {
     let code = match status.code() {
         tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
@@ -257,15 +276,15 @@ fn refused(status: tonic::Status) -> Reply {
         tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
         _ => StatusCode::BAD_GATEWAY,
     };
-    reply(code, json!({"error": status.message()}))
+    Refusal::new(code, status.message())
 }
 
-fn unavailable(message: String) -> Reply {
-    reply(StatusCode::BAD_GATEWAY, json!({"error": message}))
+fn unavailable(message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_GATEWAY, message)
 }
 
-fn bad_request(message: String) -> Reply {
-    reply(StatusCode::BAD_REQUEST, json!({"error": message}))
+fn bad_request(message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, message)
 }
 
 fn reply(status: StatusCode, body: Value) -> Reply {
