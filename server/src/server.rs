@@ -109,6 +109,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Arc::clone(&ctx.registry),
         crate::attest::TOKEN_PRUNE_EVERY,
     );
+    let serial_pruning =
+        ca::spawn_serial_pruning(Arc::clone(&ctx.registry), ca::SERIAL_PRUNE_EVERY);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -174,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     rotation.abort();
     token_pruning.abort();
+    serial_pruning.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

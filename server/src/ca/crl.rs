@@ -4,13 +4,14 @@
 //! registry's lock ([`CaManager::publish_revocations`]).
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mandate_core::time::from_unix_seconds;
 use mandate_core::x509::{Ca, Serial};
 
 use super::{CaError, CaManager};
-use crate::registry::{Plan, RegistryError};
+use crate::registry::{Plan, Registry, RegistryError};
 use crate::store::{Change, IssuedSerial};
 
 impl CaManager {
@@ -53,6 +54,53 @@ pub struct Revoked {
     pub ca_id: u64,
 }
 
+/// How often recorded serials past their notAfter are deleted.
+pub const SERIAL_PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Serials deleted per store call while pruning.
+const SERIAL_PRUNE_BATCH: usize = 10_000;
+
+/// Deletes every recorded SVID serial whose notAfter is at or before `now`, durably; returns
+/// how many went. An expired SVID needs no CRL entry (and leaves the CRL by itself), so the
+/// serials kept, and a close's work, follow the unexpired SVIDs only.
+///
+/// # Errors
+/// A store failure.
+pub async fn prune_serials(registry: &Registry, now: SystemTime) -> Result<usize, RegistryError> {
+    let store = Arc::clone(registry.store());
+    let now_unix = mandate_core::time::unix_seconds(now);
+    tokio::task::spawn_blocking(move || {
+        let mut total = 0;
+        loop {
+            let pruned = store.prune_serials(now_unix, SERIAL_PRUNE_BATCH)?;
+            total += pruned;
+            if pruned < SERIAL_PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
+    })
+    .await
+    .map_err(|e| RegistryError::Internal(format!("serial pruning stopped: {e}")))?
+}
+
+/// Prunes expired serials every `every`, from now until the task is aborted.
+pub fn spawn_serial_pruning(
+    registry: Arc<Registry>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match prune_serials(&registry, SystemTime::now()).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned expired SVID serials"),
+                Err(e) => tracing::warn!(error = %e, "pruning expired SVID serials failed"),
+            }
+        }
+    })
+}
+
 /// Adds `serials` revoked at `now`, skipping expired and already listed ones, and drops
 /// entries that expired.
 pub(crate) fn add(revoked: &mut Vec<Revoked>, serials: &[IssuedSerial], now: SystemTime) {
@@ -92,7 +140,7 @@ pub(crate) fn sign(
         .filter(|r| r.ca_id == ca_id && r.not_after > now)
         .map(|r| (r.serial, r.at))
         .collect();
-    let next_update = ca.not_after.max(now + std::time::Duration::from_secs(1));
+    let next_update = ca.not_after.max(now + Duration::from_secs(1));
     Ok(ca.sign_crl(&listed, number, now, next_update)?)
 }
 
@@ -109,7 +157,42 @@ pub(crate) fn next_sequence(previous: u64, now: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::store::WriteOp;
+    use mandate_core::ids::TaskId;
+
+    #[tokio::test]
+    async fn serials_past_not_after_are_pruned_and_unexpired_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _ca) =
+            crate::testing::registry_and_ca(dir.path(), Duration::from_secs(3600)).await;
+        let now = SystemTime::now();
+        let at = mandate_core::time::unix_seconds(now);
+        let task = TaskId::new("t1").unwrap();
+        let serial = |hex: &str, not_after| {
+            WriteOp::PutSerial(
+                task.clone(),
+                IssuedSerial {
+                    serial: hex.into(),
+                    not_after,
+                    ca_id: 1,
+                },
+            )
+        };
+        let plan = Plan {
+            ops: vec![
+                serial("0a", at - 5),
+                serial("0b", at),
+                serial("0c", at + 60),
+            ],
+            ..Plan::default()
+        };
+        registry.write(now, |_| Ok((plan, ()))).await.unwrap();
+        assert_eq!(prune_serials(&registry, now).await.unwrap(), 2);
+        let kept = registry.store().task_serials(&task).unwrap();
+        let kept: Vec<&str> = kept.iter().map(|s| s.serial.as_str()).collect();
+        assert_eq!(kept, ["0c"]);
+        assert_eq!(prune_serials(&registry, now).await.unwrap(), 0);
+    }
 
     #[test]
     fn add_skips_expired_and_duplicates_and_prunes() {

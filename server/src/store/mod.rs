@@ -285,6 +285,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// Backend failure or a corrupt record.
     fn prune_tokens(&self, now_unix: i64, max: usize) -> Result<usize, StoreError>;
+    /// Deletes up to `max` recorded SVID serials whose `not_after` is at or before `now_unix`,
+    /// durably, and returns how many went. Safe for revocation: an expired SVID needs no CRL
+    /// entry, and an unexpired serial is never touched.
+    ///
+    /// # Errors
+    /// Backend failure or a corrupt record.
+    fn prune_serials(&self, now_unix: i64, max: usize) -> Result<usize, StoreError>;
     /// Every audit record in chain order.
     ///
     /// # Errors

@@ -273,6 +273,26 @@ impl Store for SledStore {
         Ok(pruned)
     }
 
+    fn prune_serials(&self, now_unix: i64, max: usize) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut pruned = 0;
+        for kv in self.db.scan_prefix(b"s:") {
+            if pruned >= max {
+                break;
+            }
+            let (k, v) = kv?;
+            if decode::<IssuedSerial>(&k, &v)?.not_after <= now_unix {
+                batch.remove(k);
+                pruned += 1;
+            }
+        }
+        if pruned > 0 {
+            self.db.apply_batch(batch)?;
+            self.sync()?;
+        }
+        Ok(pruned)
+    }
+
     fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
         let values: Vec<AuditValue> = self.scan(b"l:")?;
         let mut records = Vec::with_capacity(values.len());

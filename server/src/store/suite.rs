@@ -316,6 +316,12 @@ fn serials_are_kept_per_task(store: &dyn Store) {
         vec![serial("01", 10), serial("02", 20)]
     );
     assert_eq!(store.task_serials(&b).unwrap(), vec![serial("03", 30)]);
+    // Pruning takes serials at or past their notAfter, at most `max` per call.
+    assert_eq!(store.prune_serials(20, 1).unwrap(), 1);
+    assert_eq!(store.prune_serials(20, 10).unwrap(), 1);
+    assert_eq!(store.prune_serials(20, 10).unwrap(), 0);
+    assert!(store.task_serials(&a).unwrap().is_empty());
+    assert_eq!(store.task_serials(&b).unwrap(), vec![serial("03", 30)]);
 }
 
 fn the_ca_journal_is_replaced_whole(store: &dyn Store) {

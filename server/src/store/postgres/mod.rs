@@ -265,6 +265,22 @@ impl Store for PgStore {
         })
     }
 
+    fn prune_serials(&self, now_unix: i64, max: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        self.with(&self.writer, async |c| {
+            let pruned = c
+                .client
+                .execute(
+                    "DELETE FROM issued_serials WHERE (task_id, serial) IN (SELECT task_id, \
+                     serial FROM issued_serials WHERE not_after <= $1 LIMIT $2)",
+                    &[&now_unix, &limit],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
+        })
+    }
+
     fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_chunk(0, usize::MAX)
     }
