@@ -113,7 +113,9 @@ fn check_directory(path: &Path, meta: &std::fs::Metadata, me: u32) -> Result<(),
     };
     let owner = meta.uid();
     if owner != me && owner != 0 {
-        return refuse(format!("owned by uid {owner}, not by uid {me} or root"));
+        return refuse(format!(
+            "owned by uid {owner}; only this agent's uid ({me}) or root may own it"
+        ));
     }
     if meta.file_type().is_symlink() {
         return Ok(());
