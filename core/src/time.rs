@@ -178,9 +178,22 @@ pub fn parse_duration_within(
     } else {
         Err(DurationError::OutOfRange {
             text: text.to_owned(),
-            min: humantime::format_duration(min).to_string(),
-            max: humantime::format_duration(max).to_string(),
+            min: whole_units(min),
+            max: whole_units(max),
         })
+    }
+}
+
+/// A range bound as an operator writes it: `30 days`, `1 day`, `2h`, `5m` or `90s` (humantime
+/// would print 366 days as `1year 18h`).
+fn whole_units(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        86_400 => "1 day".to_owned(),
+        s if s > 0 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -323,8 +336,24 @@ mod tests {
         let err = parse_duration_within("2days", min, max).expect_err("out of range");
         assert_eq!(
             err.to_string(),
-            "duration \"2days\" is out of range: it must be between 1s and 1day"
+            "duration \"2days\" is out of range: it must be between 1s and 1 day"
         );
+    }
+
+    #[test]
+    fn range_bounds_print_in_whole_units() {
+        let cases = [
+            (1, "1s"),
+            (90, "90s"),
+            (300, "5m"),
+            (7_200, "2h"),
+            (86_400, "1 day"),
+            (2_592_000, "30 days"),
+            (31_622_400, "366 days"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(whole_units(Duration::from_secs(secs)), want);
+        }
     }
 
     #[test]

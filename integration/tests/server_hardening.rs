@@ -31,8 +31,7 @@ fn refused(out: &CliOutput, needle: &str, what: &str) -> Result<()> {
         first.contains(needle),
         "{what}: first stderr line {first:?} does not say {needle:?}"
     );
-    // clap adds a usage hint after a blank line; our own refusals are exactly one line.
-    let lines = out.stderr.lines().take_while(|l| !l.is_empty()).count();
+    let lines = out.stderr.trim().lines().count();
     ensure!(lines == 1, "{what}: {lines} lines: {:?}", out.stderr);
     Ok(())
 }

@@ -120,7 +120,7 @@ pub enum TokenCommand {
         #[arg(long, value_name = "SPIFFE_ID")]
         agent_id: Option<String>,
         /// Lifetime, from 1s to 30 days, e.g. 10m.
-        #[arg(long, default_value = "10m", value_parser = token_ttl)]
+        #[arg(long, default_value = "10m")]
         ttl: String,
     },
 }
@@ -164,10 +164,10 @@ pub struct EntryCreateArgs {
     #[arg(long = "selector", required = true)]
     pub selectors: Vec<String>,
     /// X509-SVID lifetime, from 1s to 30 days, e.g. 5m (never past the task's deadline).
-    #[arg(long, value_parser = svid_ttl)]
+    #[arg(long)]
     pub x509_ttl: Option<String>,
     /// JWT-SVID lifetime, from 1s to 30 days, e.g. 5m (never past the task's deadline).
-    #[arg(long, value_parser = svid_ttl)]
+    #[arg(long)]
     pub jwt_ttl: Option<String>,
     /// Bind the entry to a task.
     #[arg(long = "task", value_name = "TASK_ID")]
@@ -245,7 +245,7 @@ pub struct TaskOpenArgs {
     #[arg(long = "action", required = true)]
     pub actions: Vec<String>,
     /// Time from now until the task expires, from 1s to 366 days (1y), e.g. 1h.
-    #[arg(long, default_value = "1h", value_parser = task_deadline)]
+    #[arg(long, default_value = "1h")]
     pub deadline: String,
     /// Spending limit, e.g. 500.00:EUR.
     #[arg(long)]
@@ -292,27 +292,23 @@ pub enum AuditCommand {
     Verify,
 }
 
-/// Checks a duration flag against its range at parse time, so a bad value gets clap's one
-/// line and exit 2 before anything is sent; the text stays as written for the command.
-fn bounded(text: &str, min: Duration, max: Duration) -> Result<String, String> {
-    parse_duration_within(text, min, max)
-        .map(|_| text.to_owned())
-        .map_err(|e| e.to_string())
+/// The range of a duration flag, `(shortest, longest)`: `--ttl` (join token) 1s..30 days,
+/// `--deadline` 1s..366 days, `--x509-ttl` and `--jwt-ttl` 1s..30 days.
+fn duration_range(flag: &str) -> (Duration, Duration) {
+    match flag {
+        "--ttl" => (MIN_TOKEN_TTL, MAX_TOKEN_TTL),
+        "--deadline" => (Duration::from_secs(1), MAX_TASK_LIFETIME),
+        _ => (entry::MIN_TTL, entry::MAX_TTL),
+    }
 }
 
-/// `token generate --ttl`: 1s to 30 days.
-fn token_ttl(text: &str) -> Result<String, String> {
-    bounded(text, MIN_TOKEN_TTL, MAX_TOKEN_TTL)
-}
-
-/// `entry create --x509-ttl` and `--jwt-ttl`: 1s to 30 days.
-fn svid_ttl(text: &str) -> Result<String, String> {
-    bounded(text, entry::MIN_TTL, entry::MAX_TTL)
-}
-
-/// `task open --deadline`: 1s to 366 days ahead.
-fn task_deadline(text: &str) -> Result<String, String> {
-    bounded(text, Duration::from_secs(1), MAX_TASK_LIFETIME)
+/// Parses a duration flag and checks it against its range before anything is sent.
+///
+/// # Errors
+/// One line naming the flag, the text and the range.
+pub(super) fn duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
+    let (min, max) = duration_range(flag);
+    parse_duration_within(text, min, max).map_err(|e| format!("invalid {flag}: {e}"))
 }
 
 #[cfg(test)]
@@ -321,30 +317,36 @@ mod tests {
 
     #[test]
     fn duration_flags_table() {
-        // (flag parser, text, accepted): zero, the edges, one past them, absurd values.
-        type Parse = fn(&str) -> Result<String, String>;
-        let cases: &[(&str, Parse, &str, bool)] = &[
-            ("ttl", token_ttl, "0s", false),
-            ("ttl", token_ttl, "1s", true),
-            ("ttl", token_ttl, "30days", true),
-            ("ttl", token_ttl, "2592001s", false),
-            ("ttl", token_ttl, "500000000000y", false),
-            ("x509", svid_ttl, "0s", false),
-            ("x509", svid_ttl, "1s", true),
-            ("x509", svid_ttl, "30days", true),
-            ("x509", svid_ttl, "2592001s", false),
-            ("x509", svid_ttl, "10000y", false),
-            ("deadline", task_deadline, "0s", false),
-            ("deadline", task_deadline, "1s", true),
-            ("deadline", task_deadline, "1y", true),
-            ("deadline", task_deadline, "366days", true),
-            ("deadline", task_deadline, "31622401s", false),
-            ("deadline", task_deadline, "10000y", false),
-            ("deadline", task_deadline, "500000000000y", false),
-            ("deadline", task_deadline, "soon", false),
+        // (flag, text, accepted): zero, the edges, one past them, absurd values.
+        let cases: &[(&str, &str, bool)] = &[
+            ("--ttl", "0s", false),
+            ("--ttl", "1s", true),
+            ("--ttl", "30days", true),
+            ("--ttl", "2592001s", false),
+            ("--ttl", "500000000000y", false),
+            ("--x509-ttl", "0s", false),
+            ("--x509-ttl", "1s", true),
+            ("--jwt-ttl", "30days", true),
+            ("--jwt-ttl", "2592001s", false),
+            ("--x509-ttl", "30days", true),
+            ("--x509-ttl", "2592001s", false),
+            ("--x509-ttl", "10000y", false),
+            ("--deadline", "0s", false),
+            ("--deadline", "1s", true),
+            ("--deadline", "1y", true),
+            ("--deadline", "366days", true),
+            ("--deadline", "31622401s", false),
+            ("--deadline", "10000y", false),
+            ("--deadline", "500000000000y", false),
+            ("--deadline", "soon", false),
         ];
-        for (flag, parse, text, ok) in cases {
-            assert_eq!(parse(text).is_ok(), *ok, "{flag} {text:?}");
+        for (flag, text, ok) in cases {
+            let got = duration_flag(flag, text);
+            assert_eq!(got.is_ok(), *ok, "{flag} {text:?}");
+            if let Err(line) = got {
+                assert!(line.starts_with(&format!("invalid {flag}: ")), "{line}");
+                assert_eq!(line.lines().count(), 1, "{line}");
+            }
         }
     }
 }

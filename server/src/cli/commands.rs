@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use mandate_core::task::ValueLimit;
-use mandate_core::time::{parse_duration, unix_seconds};
+use mandate_core::time::unix_seconds;
 use mandate_proto::admin::{self as pb};
 use mandate_proto::types;
 use serde_json::{Value, json};
@@ -45,9 +45,7 @@ fn status(e: tonic::Status) -> String {
 }
 
 fn seconds(flag: &str, text: &str) -> Result<u64, String> {
-    parse_duration(text)
-        .map(|d| d.as_secs().max(1))
-        .map_err(|e| format!("invalid {flag}: {e}"))
+    super::args::duration_flag(flag, text).map(|d| d.as_secs().max(1))
 }
 
 /// Runs one admin command.
@@ -209,8 +207,7 @@ async fn task(cmd: TaskCommand, target: &Target, output: OutputFormat) -> Result
     let show = |t: types::Task| both(task_json(&t), t.id.clone());
     match cmd {
         TaskCommand::Open(a) => {
-            let deadline =
-                parse_duration(&a.deadline).map_err(|e| format!("invalid --deadline: {e}"))?;
+            let deadline = super::args::duration_flag("--deadline", &a.deadline)?;
             let value_limit = a
                 .value_limit
                 .as_deref()
