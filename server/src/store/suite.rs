@@ -258,6 +258,14 @@ fn join_tokens_by_hash(store: &dyn Store) {
     apply(store, vec![WriteOp::PutToken("aa".into(), used.clone())]);
     assert_eq!(store.token("aa").unwrap(), Some(used));
     assert_eq!(store.token("cc").unwrap(), None);
+    // Expired tokens go, used or not, at most `max` a call; unexpired ones stay.
+    assert_eq!(store.prune_tokens(1_700_000_599, 10).unwrap(), 0);
+    assert_eq!(store.prune_tokens(1_700_000_600, 10).unwrap(), 1);
+    assert_eq!(store.token("aa").unwrap(), None);
+    assert!(store.token("bb").unwrap().is_some());
+    assert_eq!(store.prune_tokens(i64::MAX, 0).unwrap(), 0);
+    assert_eq!(store.prune_tokens(i64::MAX, 10).unwrap(), 1);
+    assert_eq!(store.token("bb").unwrap(), None);
 }
 
 fn audit_records_read_whole_and_in_chunks(store: &dyn Store) {
@@ -356,8 +364,7 @@ fn a_batch_applies_all_or_nothing(store: &dyn Store) {
     first.push(change(1));
     apply(store, first);
     let before = store.load().unwrap();
-    let stale = AuditChain::resume(Some((1, store.audit_records().unwrap()[0].hash.clone())));
-    let mut stale = stale;
+    let mut stale = AuditChain::resume(Some((1, store.audit_records().unwrap()[0].hash.clone())));
     let colliding = stale.append(AuditDraft::default(), 1_700_000_001);
     let batch = WriteBatch {
         ops: vec![
@@ -368,25 +375,17 @@ fn a_batch_applies_all_or_nothing(store: &dyn Store) {
         ],
     };
     let after = match store.apply(&batch) {
-        Ok(()) => {
-            store.sync().unwrap();
-            let after = store.load().unwrap();
-            assert_eq!(
-                (after.agents.len(), after.entries.len(), after.revision),
-                (1, 1, 2)
-            );
-            after
-        }
-        Err(_) => {
-            let after = store.load().unwrap();
-            assert!(after.agents.is_empty() && after.entries.is_empty());
-            assert_eq!(after.revision, before.revision);
-            assert_eq!(after.audit_head, before.audit_head);
-            assert_eq!(store.changes_after(1).unwrap(), Some(Vec::new()));
-            after
-        }
+        Ok(()) => (1, 1, 2, None),
+        Err(_) => (0, 0, before.revision, before.audit_head),
     };
-    assert_eq!(after.tasks.len(), 0);
+    let state = store.load().unwrap();
+    let seen = (state.agents.len(), state.entries.len(), state.revision);
+    assert_eq!(seen, (after.0, after.1, after.2));
+    if let Some(head) = after.3 {
+        // Refused: the chain head and the change log are as before too.
+        assert_eq!(state.audit_head, Some(head));
+        assert_eq!(store.changes_after(1).unwrap(), Some(Vec::new()));
+    }
 }
 
 #[cfg(test)]
