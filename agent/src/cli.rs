@@ -135,8 +135,9 @@ pub struct DelegateArgs {
     /// The limit to grant, `<amount>:<CODE>`; default: this workload's.
     #[arg(long)]
     pub value_limit: Option<String>,
-    /// How long from now the sub-task lasts; default: this workload's deadline.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// How long from now the sub-task lasts, 1s to 366 days (never past this workload's
+    /// deadline); default: this workload's deadline.
+    #[arg(long, value_parser = sub_task_deadline)]
     pub deadline: Option<std::time::Duration>,
     /// Which of this workload's SPIFFE IDs delegates; default: its only task-bound one.
     #[arg(long)]
@@ -188,9 +189,33 @@ pub enum FetchKind {
     },
 }
 
+/// `api delegate --deadline`: a duration from 1s to 366 days (`MAX_TASK_LIFETIME`), so adding
+/// it to the clock cannot overflow (issue 11, item 8: `500000000000y` panicked).
+fn sub_task_deadline(text: &str) -> Result<std::time::Duration, String> {
+    mandate_core::time::parse_duration_within(
+        text,
+        std::time::Duration::from_secs(1),
+        mandate_core::task::MAX_TASK_LIFETIME,
+    )
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delegate_deadline_is_bounded() {
+        for (text, ok) in [
+            ("0s", false),
+            ("1s", true),
+            ("366days", true),
+            ("31622401s", false),
+            ("500000000000y", false),
+        ] {
+            assert_eq!(sub_task_deadline(text).is_ok(), ok, "{text}");
+        }
+    }
 
     #[test]
     fn output_is_global_and_parses_after_the_subcommand() {
