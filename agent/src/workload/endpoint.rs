@@ -60,15 +60,16 @@ pub enum EndpointError {
 /// Prepares the socket's directory, removes a stale socket, binds, and sets mode 0777
 /// (DESIGN 3.7).
 ///
-/// A missing directory is created with mode 0755. An existing one must be owned by this
-/// process's uid or by root, and must not be writable by group or others unless its sticky
-/// bit is set (as on `/tmp`), where others cannot remove or rename what is not theirs. At the
-/// path, only a stale socket (one that refuses connections) is removed: a live socket means
-/// another agent serves there, and any other kind of file is left alone.
+/// A missing directory is created with mode 0755. The directory and every directory above it
+/// (as written and as resolved through symlinks) must be owned by this process's uid or by
+/// root, and must not be writable by group or others unless its sticky bit is set (as on
+/// `/tmp`), where others cannot remove or rename what is not theirs: otherwise someone else
+/// could have planted it, or could swap the socket's directory for their own. At the path,
+/// only a stale socket (one that refuses connections) is removed: a live socket means another
+/// agent serves there, and any other kind of file is left alone.
 ///
 /// # Errors
-/// When the directory is unsafe, the path holds a live socket or a non-socket, or a step
-/// fails.
+/// When a directory is unsafe, the path holds a live socket or a non-socket, or a step fails.
 pub fn bind(path: &Path) -> Result<UnixListener, EndpointError> {
     let err = |source| EndpointError::Socket {
         path: path.to_owned(),
@@ -76,30 +77,51 @@ pub fn bind(path: &Path) -> Result<UnixListener, EndpointError> {
     };
     let me = effective_uid().map_err(err)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        match std::fs::symlink_metadata(parent) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(parent)
-                    .map_err(err)?;
-                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
-                    .map_err(err)?;
-            }
-            Err(e) => return Err(err(e)),
-            Ok(link) => {
-                check_directory(parent, &link, me)?;
-                if link.file_type().is_symlink() {
-                    let target = std::fs::metadata(parent).map_err(err)?;
-                    check_directory(parent, &target, me)?;
-                }
-            }
+        // What exists is checked before anything is made inside it, and all of it after.
+        check_ancestors(parent, me)?;
+        if !parent.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(err)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+                .map_err(err)?;
+            check_ancestors(parent, me)?;
         }
     }
     remove_stale(path)?;
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
     Ok(listener)
+}
+
+/// Checks every existing directory from `dir` up to the root, as written (a symlink's own
+/// owner counts) and as resolved.
+fn check_ancestors(dir: &Path, me: u32) -> Result<(), EndpointError> {
+    let err = |source| EndpointError::Socket {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut deepest = None;
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match std::fs::symlink_metadata(ancestor) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
+            Ok(meta) => {
+                check_directory(ancestor, &meta, me)?;
+                deepest.get_or_insert(ancestor);
+            }
+        }
+    }
+    if let Some(existing) = deepest {
+        let resolved = std::fs::canonicalize(existing).map_err(err)?;
+        for ancestor in resolved.ancestors() {
+            let meta = std::fs::metadata(ancestor).map_err(err)?;
+            check_directory(ancestor, &meta, me)?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a directory (or a symlink to one) that another uid could have planted or could
@@ -240,6 +262,17 @@ mod tests {
             matches!(error, EndpointError::UnsafeDirectory { .. }),
             "{error}"
         );
+        // A directory of ours inside one another uid owns: that uid could swap it.
+        if effective_uid().unwrap() == 0 {
+            let foreign = dir.path().join("foreign");
+            std::fs::create_dir_all(foreign.join("mine")).unwrap();
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+            let error = bind(&foreign.join("mine/api.sock")).unwrap_err();
+            assert!(error.to_string().contains("owned by uid 65534"), "{error}");
+            let error = bind(&foreign.join("new/api.sock")).unwrap_err();
+            assert!(error.to_string().contains("owned by uid 65534"), "{error}");
+            assert!(!foreign.join("new").exists(), "nothing made inside it");
+        }
         // The sticky bit makes a shared directory safe, as /tmp.
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(bind(&open.join("api.sock")).is_ok());
