@@ -4,8 +4,8 @@
 //! sorted, shared list that the Workload API and the task-status feed read.
 //!
 //! Memory: each member is one shared `Arc<str>` referenced from a sorted map, a deadline index
-//! and the published list, about 150 bytes per task, so 100k members stay near 15 MiB. The map
-//! is sorted so that publishing is one O(n) copy of pointers, with no sort.
+//! and the published list, an estimated 150 bytes per task, so 100k members stay near 15 MiB.
+//! The map is sorted so that publishing is one O(n) copy of pointers, with no sort.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
