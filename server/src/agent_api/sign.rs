@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use mandate_core::csr::public_key_from_csr;
 use mandate_core::delegation::Delegation;
-use mandate_core::ids::TaskId;
+use mandate_core::ids::{TaskId, is_reserved};
 use mandate_core::time::unix_seconds;
 use mandate_proto::agent::{SignX509SvidRequest, SignX509SvidResult};
 
@@ -42,7 +42,12 @@ pub(super) async fn authorize(
         let mut denied = None;
         for id in entry_ids {
             match resolve_entry(&state, id) {
-                Some((e, task)) if agent_id.as_ref() == Some(&e.entry.parent_id) => {
+                // An entry under /mandate/ (only in a store from before DESIGN 3.7's rule)
+                // would carry an agent's or the server's identity: never issued.
+                Some((e, task))
+                    if agent_id.as_ref() == Some(&e.entry.parent_id)
+                        && !is_reserved(&e.entry.spiffe_id) =>
+                {
                     found.push((e, task));
                 }
                 _ => {
@@ -309,4 +314,72 @@ pub(super) async fn mint_jwt(
     ctx.registry.audit(now, vec![draft]).await?;
     ctx.metrics.svid_issued.inc();
     Ok((token, exp))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mandate_core::entry::{Entry, EntrySpec, TtlDefaults};
+    use mandate_core::{SpiffeId, TrustDomain};
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::tasks::{ApprovalPolicy, Tasks};
+    use crate::testing::{config, registry_and_ca};
+
+    #[tokio::test]
+    async fn an_entry_under_mandate_from_an_old_store_is_never_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, ca) = registry_and_ca(dir.path(), Duration::from_secs(3600)).await;
+        let tasks = Tasks::new(
+            Arc::clone(&registry),
+            Arc::clone(&ca),
+            ApprovalPolicy::default(),
+        );
+        let ctx = Context {
+            config: config(dir.path(), Duration::from_secs(3600)),
+            registry: Arc::clone(&registry),
+            ca,
+            tasks,
+            metrics: Arc::new(Metrics::default()),
+        };
+        const AGENT_A: &str = "spiffe://example.org/mandate/agent/a";
+        let now = SystemTime::now();
+        let td = TrustDomain::new("example.org").unwrap();
+        let defaults = TtlDefaults {
+            x509: Duration::from_secs(60),
+            jwt: Duration::from_secs(60),
+        };
+        // (SPIFFE ID, issued): agent B's ID written as an old server would have, and a workload.
+        let cases = [
+            ("spiffe://example.org/mandate/agent/b", false),
+            ("spiffe://example.org/mandate/server", false),
+            ("spiffe://example.org/ai/buyer", true),
+        ];
+        for (id, issued) in cases {
+            let spec = EntrySpec {
+                spiffe_id: "spiffe://example.org/placeholder".into(),
+                parent_id: AGENT_A.into(),
+                selectors: vec!["unix:uid:1".into()],
+                ..EntrySpec::default()
+            };
+            let mut entry = Entry::from_spec(spec, &td, defaults, now).unwrap();
+            entry.spiffe_id = SpiffeId::new(id).unwrap();
+            let entry_id = entry.id.to_string();
+            let stored = StoredEntry { entry, revision: 0 };
+            registry
+                .write(now, |_| {
+                    let plan = Plan {
+                        ops: vec![WriteOp::PutEntry(stored.clone())],
+                        ..Plan::default()
+                    };
+                    Ok((plan, ()))
+                })
+                .await
+                .unwrap();
+            let got = authorize(&ctx, AGENT_A, &[entry_id.as_str()], now).await;
+            assert_eq!(got.is_ok(), issued, "{id}: {got:?}");
+        }
+    }
 }
