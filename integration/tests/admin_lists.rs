@@ -152,7 +152,7 @@ fn audit_list_and_verify_stream_past_one_message() -> Result<()> {
 }
 
 #[test]
-#[ignore = "a million audit records: about a minute in a debug build; run with --ignored"]
+#[ignore = "a million audit records: about three minutes in a debug build; run with --ignored"]
 fn audit_list_and_verify_a_million_records() -> Result<()> {
     audit_list_and_verify_stream(1_000_000)
 }
