@@ -18,9 +18,9 @@ use anyhow::Result;
 
 use crate::{Agent, Server};
 
-/// The node name (and agent ID path `/node/<name>`) of the caller's agent.
+/// The node name (and agent ID path `/mandate/agent/<name>`) of the caller's agent.
 pub const CALLER_NODE: &str = "node-a";
-/// The node name (and agent ID path `/node/<name>`) of the verifier's agent.
+/// The node name (and agent ID path `/mandate/agent/<name>`) of the verifier's agent.
 pub const VERIFIER_NODE: &str = "node-b";
 
 /// One server and two attested agents: `caller` (node A) for the workload that makes calls,
@@ -36,8 +36,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a server and the two agents `spiffe://example.org/node/node-a` and
-    /// `spiffe://example.org/node/node-b`, each ready when this returns.
+    /// Starts a server and the two agents `spiffe://example.org/mandate/agent/node-a` and
+    /// `spiffe://example.org/mandate/agent/node-b`, each ready when this returns.
     ///
     /// # Errors
     ///
