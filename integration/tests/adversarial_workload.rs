@@ -16,7 +16,7 @@ use agent_support::*;
 use anyhow::{Context, Result, bail};
 use hyper_util::rt::TokioIo;
 use mandate_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use mandate_proto::workload::{JwtsvidRequest, X509svidRequest};
+use mandate_proto::workload::{JwtsvidRequest, X509svidRequest, X509svidResponse};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::{Endpoint, Uri};
 
@@ -121,7 +121,8 @@ async fn an_in_place_overwrite_with_the_mtime_restored_loses_the_sha256_identity
 
 /// The relay: connects to the agent, waits until the agent has accepted and looked at it,
 /// forks a child that pumps bytes between that connection and the test's listener, and then
-/// either execs `exe` (the attack) or stays python (the control).
+/// either execs `exe` (the attack; once the trigger file exists, when one is named) or stays
+/// python (the control).
 const RELAY: &str = r#"
 import os, socket, sys, threading, time
 agent_path, relay_path, exe = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -143,6 +144,9 @@ if os.fork() == 0:
 if exe == "-":
     time.sleep(60)
 else:
+    if len(sys.argv) > 4:
+        while not os.path.exists(sys.argv[4]):
+            time.sleep(0.02)
     os.execv(exe, [exe, "60"])
 "#;
 
@@ -152,6 +156,7 @@ async fn relayed(
     agent_socket: &Path,
     dir: &Path,
     exe: &str,
+    trigger: Option<&Path>,
     expect_exe: &Path,
 ) -> Result<(std::process::Child, UnixStream)> {
     let relay_path = dir.join("relay.sock");
@@ -163,6 +168,7 @@ async fn relayed(
         .arg(agent_socket)
         .arg(&relay_path)
         .arg(exe)
+        .args(trigger)
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
@@ -179,8 +185,10 @@ async fn relayed(
     Ok((child, stream))
 }
 
-/// One FetchX509SVID over an already connected stream: the SPIFFE IDs, or the status.
-async fn fetch_over(stream: UnixStream) -> Result<Result<Vec<String>, tonic::Status>> {
+/// A FetchX509SVID stream over an already connected stream, or the call's status.
+async fn stream_over(
+    stream: UnixStream,
+) -> Result<Result<tonic::Streaming<X509svidResponse>, tonic::Status>> {
     let slot = Arc::new(Mutex::new(Some(stream)));
     let channel = Endpoint::try_from("http://localhost")?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -193,9 +201,16 @@ async fn fetch_over(stream: UnixStream) -> Result<Result<Vec<String>, tonic::Sta
         }))
         .await?;
     let mut client = SpiffeWorkloadApiClient::new(channel);
-    let reply = client.fetch_x509svid(with_header(X509svidRequest {})).await;
-    let mut stream = match reply {
-        Ok(reply) => reply.into_inner(),
+    Ok(client
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .map(tonic::Response::into_inner))
+}
+
+/// One FetchX509SVID over an already connected stream: the SPIFFE IDs, or the status.
+async fn fetch_over(stream: UnixStream) -> Result<Result<Vec<String>, tonic::Status>> {
+    let mut stream = match stream_over(stream).await? {
+        Ok(stream) => stream,
         Err(status) => return Ok(Err(status)),
     };
     match tokio::time::timeout(Duration::from_secs(10), stream.message()).await? {
@@ -239,7 +254,8 @@ async fn exec_after_connect_does_not_get_the_exec_targets_identity() -> Result<(
     // Both entries are live once python itself gets its identity through a plain relay.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (mut child, stream) = relayed(&agent.socket_path, dir.path(), "-", &python).await?;
+        let (mut child, stream) =
+            relayed(&agent.socket_path, dir.path(), "-", None, &python).await?;
         let ids = fetch_over(stream).await?;
         let _ = child.kill();
         let _ = child.wait();
@@ -256,13 +272,54 @@ async fn exec_after_connect_does_not_get_the_exec_targets_identity() -> Result<(
     }
     // The attack: connected as python, now running the approved binary.
     let exe = approved.to_string_lossy().into_owned();
-    let (mut child, stream) = relayed(&agent.socket_path, dir.path(), &exe, &approved).await?;
+    let (mut child, stream) =
+        relayed(&agent.socket_path, dir.path(), &exe, None, &approved).await?;
     let result = fetch_over(stream).await?;
     let _ = child.kill();
     let _ = child.wait();
     match result {
         Err(status) => assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}"),
         Ok(ids) => bail!("the exec'd process's connection got {ids:?}"),
+    }
+
+    // The reverse: python holds a stream with its identity, then execs `sleep`; the next
+    // message (an entry python matches is added) must not go to the relay.
+    let trigger = dir.path().join("exec-now");
+    let (mut child, stream) = relayed(
+        &agent.socket_path,
+        dir.path(),
+        &exe,
+        Some(&trigger),
+        &python,
+    )
+    .await?;
+    let mut held = stream_over(stream).await??;
+    let first = tokio::time::timeout(Duration::from_secs(10), held.message()).await??;
+    assert_eq!(first.map(|m| ids_of(&m)), Some(vec![id("workload/python")]));
+    std::fs::write(&trigger, b"")?;
+    let proc_exe = PathBuf::from(format!("/proc/{}/exe", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(&proc_exe).ok().as_deref() != Some(approved.as_path()) {
+        if Instant::now() > deadline {
+            bail!("python never exec'd");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let selector = format!("unix:path:{}", python.display());
+    server.create_entry(
+        &id("workload/python-2"),
+        &agent.spiffe_id,
+        &["--selector", &uid, "--selector", &selector],
+    )?;
+    let next = tokio::time::timeout(Duration::from_secs(20), held.message()).await?;
+    let _ = child.kill();
+    let _ = child.wait();
+    match next {
+        Err(status) => assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}"),
+        Ok(message) => bail!(
+            "the stream went on after the exec: {:?}",
+            message.map(|m| ids_of(&m))
+        ),
     }
     Ok(())
 }
