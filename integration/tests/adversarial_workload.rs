@@ -338,9 +338,7 @@ async fn hints_are_unique_and_the_oldest_entry_comes_first() -> Result<()> {
         &["--hint", "main"],
     )?;
     entry_for_me(&server, &agent, "workload/kk-no-hint", &[])?;
-    let first = |m: &mandate_proto::workload::X509svidResponse| {
-        m.svids.first().map(|s| s.spiffe_id.clone())
-    };
+    let first = |m: &X509svidResponse| m.svids.first().map(|s| s.spiffe_id.clone());
     let message = wait_x509(&agent.socket_path, Duration::from_secs(20), |m| {
         m.svids
             .iter()
