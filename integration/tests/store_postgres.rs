@@ -175,3 +175,19 @@ fn a_batch_is_durable_when_apply_returns() {
     let reopened = PgStore::open(&url).unwrap();
     assert_eq!(reopened.load().unwrap().entries.len(), 1);
 }
+
+#[test]
+fn the_first_calls_after_a_database_restart_succeed() {
+    let Some(pg) = Postgres::start_or_skip("database restart") else {
+        return;
+    };
+    let store = PgStore::open(&pg.create_database().unwrap()).unwrap();
+    apply(&store, vec![WriteOp::PutEntry(suite::entry("before", 1))]).unwrap();
+    assert_eq!(store.load().unwrap().entries.len(), 1);
+    pg.stop("fast").unwrap();
+    pg.restart().unwrap();
+    // Both connections died idle: nothing was in flight, so the store reconnects and the
+    // first write and the first read after the restart go through.
+    apply(&store, vec![WriteOp::PutEntry(suite::entry("after", 2))]).unwrap();
+    assert_eq!(store.load().unwrap().entries.len(), 2);
+}

@@ -191,14 +191,23 @@ impl Store for PgStore {
     }
 
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        self.with(&self.writer, async |c| {
+        let attempt = async |c: &mut Conn| {
             let statements = match c.statements.take() {
                 Some(prepared) => prepared,
                 None => write::Statements::prepare(&c.client).await?,
             };
             let statements = c.statements.insert(statements);
-            write::apply(&c.client, statements, batch).await
-        })
+            Ok(write::apply(&c.client, statements, batch).await)
+        };
+        match self.with(&self.writer, attempt)? {
+            Ok(()) => Ok(()),
+            // Nothing was committed and the connection is gone (the database restarted while
+            // it sat idle): send the batch once more on a new one.
+            Err(write::Failure::Uncommitted(_)) if self.closed(&self.writer) => self
+                .with(&self.writer, attempt)?
+                .map_err(write::Failure::into_error),
+            Err(failure) => Err(failure.into_error()),
+        }
     }
 
     fn sync(&self) -> Result<(), StoreError> {

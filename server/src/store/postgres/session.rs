@@ -72,15 +72,16 @@ impl PgStore {
         work: impl AsyncFn(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         match self.with(&self.reader, async |c| work(&mut c.client).await) {
-            Err(_) if self.reader_closed() => {
+            Err(_) if self.closed(&self.reader) => {
                 self.with(&self.reader, async |c| work(&mut c.client).await)
             }
             result => result,
         }
     }
 
-    pub(super) fn reader_closed(&self) -> bool {
-        let guard = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+    /// Whether the connection in `slot` is gone (or was never opened).
+    pub(super) fn closed(&self, slot: &Mutex<Option<Conn>>) -> bool {
+        let guard = slot.lock().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().is_none_or(|c| c.client.is_closed())
     }
 }

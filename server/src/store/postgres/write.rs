@@ -109,16 +109,34 @@ type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
 type Call<'a> = (&'a Statement, Vec<Param<'a>>);
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + 'a>>;
 
+/// Why a batch was not applied.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// Before `COMMIT` was sent: nothing was written, sending the batch again is safe.
+    Uncommitted(StoreError),
+    /// `COMMIT` itself failed: the batch may or may not be written.
+    AtCommit(StoreError),
+}
+
+impl Failure {
+    /// The error, whichever the failure.
+    pub(super) fn into_error(self) -> StoreError {
+        match self {
+            Self::Uncommitted(e) | Self::AtCommit(e) => e,
+        }
+    }
+}
+
 /// Applies `batch` in one transaction, durable when this returns.
 ///
 /// # Errors
-/// [`StoreError::Backend`] when a statement or the commit fails; nothing is written then.
+/// A [`Failure`] saying whether the batch can have been written.
 pub(super) async fn apply(
     client: &Client,
     statements: &Statements,
     batch: &WriteBatch,
-) -> Result<(), StoreError> {
-    let calls = plan(statements, batch)?;
+) -> Result<(), Failure> {
+    let calls = plan(statements, batch).map_err(Failure::Uncommitted)?;
     let mut pending: Vec<Pending<'_>> = Vec::with_capacity(calls.len() + 1);
     pending.push(Box::pin(client.batch_execute("BEGIN")));
     for (statement, params) in &calls {
@@ -128,11 +146,14 @@ pub(super) async fn apply(
         }));
     }
     match in_order(pending).await.into_iter().find_map(Result::err) {
-        None => client.batch_execute("COMMIT").await.map_err(backend),
+        None => client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| Failure::AtCommit(backend(e))),
         Some(e) => {
             // The transaction is aborted already; end it so the session can go on.
             let _ = client.batch_execute("ROLLBACK").await;
-            Err(backend(e))
+            Err(Failure::Uncommitted(backend(e)))
         }
     }
 }
