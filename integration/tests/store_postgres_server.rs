@@ -113,6 +113,35 @@ fn a_server_on_postgres_serves_and_comes_back_from_the_database() -> Result<()> 
     assert_eq!(verify["ok"], true, "{verify}");
     // The agent keeps serving across the restart and its workload still holds the SVID.
     wait_svid(&agent, workload)?;
+
+    // The database goes away under the running server: a write is refused with one line (no
+    // panic, nothing on stdout); once it is back, the server reconnects by itself.
+    pg.stop("fast")?;
+    let args = [
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/wl/down",
+    ];
+    let mut refused = args.to_vec();
+    refused.extend(["--parent-id", &agent.spiffe_id, "--selector", "unix:uid:1"]);
+    let out = server.cli(&refused)?;
+    assert!(out.code != 0 && out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    pg.restart()?;
+    server.create_entry(
+        "spiffe://example.org/wl/up",
+        &agent.spiffe_id,
+        &["--selector", "unix:uid:1"],
+    )?;
+    assert_eq!(
+        server
+            .cli_json(&["entry", "list"])?
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(server.cli_json(&["audit", "verify"])?["ok"], true);
     Ok(())
 }
 
