@@ -4,16 +4,25 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::os::unix::fs::MetadataExt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use hyper_util::rt::TokioIo;
+use mandate_core::SpiffeId;
+use mandate_core::tls::{SpiffeIdMatcher, SpiffeServerVerifier, shared_roots};
+use mandate_core::x509::{Ca, LeafRequest, generate_p256_keypair, parse_pem_certs};
 use mandate_integration::{
     Agent, CliOutput, Server, ServerOptions, TRUST_DOMAIN, bin, free_port, run,
 };
 use mandate_proto::admin::admin_client::AdminClient;
+use mandate_proto::admin::{self as pb};
 use mandate_server::cli::Remote;
+use rustls::ClientConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use spiffe::WorkloadApiClient;
-use tonic::transport::Channel;
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
 
 /// The network callers of the setup, by the path of their SPIFFE ID.
 pub const OPERATOR: &str = "ops";
@@ -158,4 +167,75 @@ impl RemoteAdmin {
         let v = self.server.cli_json(&["audit", "list"])?;
         Ok(v.as_array().cloned().unwrap_or_default())
     }
+}
+
+/// A client certificate: the chain and its PKCS#8 key.
+pub type Identity = (Vec<Vec<u8>>, Vec<u8>);
+
+/// Calls `Health` on the mTLS admin listener of `setup` with `identity` (or none), trusting
+/// the server's bundle.
+pub async fn health_with(setup: &RemoteAdmin, identity: Option<Identity>) -> Result<(), String> {
+    let pem = std::fs::read_to_string(&setup.server.bundle_pem).map_err(|e| e.to_string())?;
+    let roots = parse_pem_certs(&pem)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    let verifier = SpiffeServerVerifier::new(shared_roots(roots), SpiffeIdMatcher::Any);
+    let builder = ClientConfig::builder_with_provider(mandate_core::tls::default_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                chain.into_iter().map(CertificateDer::from).collect(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+            )
+            .map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let address = setup.address.clone();
+    let channel = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            let address = address.clone();
+            async move {
+                let tcp = TcpStream::connect(&address).await?;
+                let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    AdminClient::new(channel)
+        .health(pb::HealthRequest {})
+        .await
+        .map(drop)
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// A leaf for `spiffe_id` signed by `ca`, valid from `not_before` to `not_after`.
+pub fn leaf(
+    ca: &Ca,
+    spiffe_id: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<Identity> {
+    let key = generate_p256_keypair()?;
+    let request = LeafRequest {
+        spiffe_id: SpiffeId::new(spiffe_id)?,
+        dns_names: Vec::new(),
+        not_before,
+        not_after,
+        delegation: None,
+    };
+    let issued = ca.sign_leaf(&key, &request)?;
+    Ok((vec![issued.der], key.serialize_der()))
 }
