@@ -36,7 +36,9 @@ pub fn main(cli: Cli) -> ExitCode {
                     spiffe_id: cli.caller_spiffe_id,
                 }),
                 (Some(_), None) => {
-                    return fail("--server-address needs --endpoint (the local agent's Workload API)");
+                    return fail(
+                        "--server-address needs --endpoint (the local agent's Workload API)",
+                    );
                 }
                 (None, _) => Target::Socket(
                     cli.admin_socket
