@@ -88,7 +88,8 @@ fn assert_refused(
     );
 }
 
-/// Gives this test process an identity on `agent` (its uid and its own executable).
+/// Gives this test process an identity on `agent` (its uid and its own executable) and waits
+/// until the agent holds its SVID.
 fn reader_on(cluster: &Cluster, agent: &Agent) -> Result<()> {
     let me = std::fs::canonicalize(std::env::current_exe()?)?;
     let path = format!("unix:path:{}", me.display());
@@ -98,6 +99,15 @@ fn reader_on(cluster: &Cluster, agent: &Agent) -> Result<()> {
         &agent.spiffe_id,
         &["--selector", &uid, "--selector", &path],
     )?;
+    // The agent serves this process only once it holds the reader's SVID.
+    wait_for("the reader's SVID", Duration::from_secs(30), || {
+        block_on(delegation_support::first_x509(
+            agent,
+            Duration::from_secs(2),
+        ))
+        .ok()
+        .flatten()
+    })?;
     Ok(())
 }
 
