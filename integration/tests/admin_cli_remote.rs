@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use admin_support::*;
 use anyhow::{Result, bail};
 use mandate_core::x509::{Ca, parse_pem_certs};
+use mandate_integration::{bin, run};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_cli_subcommand_reaches_the_remote_api() -> Result<()> {
@@ -67,6 +68,61 @@ async fn every_cli_subcommand_reaches_the_remote_api() -> Result<()> {
     assert_eq!(ok(&["task", "close", &task])?, task);
     let out = setup.cli(OPERATOR, &["agent", "evict", &id("mandate/agent/nobody")])?;
     assert!(!out.success() && out.stdout.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callers_spiffe_id_may_follow_the_subcommand() -> Result<()> {
+    let setup = RemoteAdmin::start("caller-flag").await?;
+    let endpoint = setup.agent.endpoint();
+    let open_as = |caller: &str| {
+        let caller = id(caller);
+        let args = [
+            "task",
+            "open",
+            "--principal",
+            "user:a",
+            "--purpose",
+            "p",
+            "--action",
+            "a",
+            "--spiffe-id",
+            &caller,
+            "--server-address",
+            &setup.address,
+            "--endpoint",
+            &endpoint,
+        ];
+        run(&bin("mandate-server"), &args, &[])
+    };
+    let out = open_as(APPROVER)?;
+    assert!(!out.success() && out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("approver role may not call OpenTask"),
+        "{}",
+        out.stderr
+    );
+    let out = open_as(BROKER)?;
+    assert!(out.success(), "{}", out.stderr);
+    // Under `entry create`, --spiffe-id is still the entry's own ID.
+    let parent = setup.agent.spiffe_id.clone();
+    let entry = setup.cli(
+        OPERATOR,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &id("ai/named"),
+            "--parent-id",
+            &parent,
+            "--selector",
+            "unix:uid:4242",
+            "--output",
+            "json",
+        ],
+    )?;
+    let entry: serde_json::Value = serde_json::from_str(&entry.stdout)?;
+    assert_eq!(entry["spiffe_id"], id("ai/named").as_str());
     Ok(())
 }
 

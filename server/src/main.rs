@@ -10,7 +10,9 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let args = match mandate_server::cli::Cli::try_parse() {
+    // `--spiffe-id` may follow the subcommand (DESIGN 3.9) except under `entry create`.
+    let argv = mandate_server::cli::hoist_caller_spiffe_id(std::env::args_os().collect());
+    let args = match mandate_server::cli::Cli::try_parse_from(argv) {
         Ok(args) => args,
         Err(e) => {
             // clap prints help/version on stdout (exit 0) and usage errors on stderr (exit 2);

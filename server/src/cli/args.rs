@@ -37,7 +37,7 @@ pub struct Cli {
     )]
     pub endpoint: Option<String>,
     /// With --server-address: which of the caller's SVIDs to present (default: the first).
-    /// Give it before the subcommand: after it, `entry create --spiffe-id` is the entry's ID.
+    /// It may follow the subcommand, except `entry create`, whose --spiffe-id is the entry's.
     #[arg(long = "spiffe-id", env = "MANDATE_SPIFFE_ID", value_name = "ID")]
     pub caller_spiffe_id: Option<String>,
     /// Output format.

@@ -3,6 +3,7 @@
 //! 3.9). Exit codes: 0 success, 64 usage/config error, 1 any refusal.
 
 mod args;
+mod caller_flag;
 mod commands;
 mod output;
 mod print;
@@ -17,6 +18,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use args::{Cli, Command, OutputFormat, RunArgs};
+pub use caller_flag::hoist_caller_spiffe_id;
 pub use remote::Remote;
 
 use crate::config::{self, Config, FlagOverrides};
