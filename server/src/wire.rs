@@ -28,7 +28,11 @@ pub fn entry(e: &StoredEntry) -> types::Entry {
         hint: entry.hint.clone().unwrap_or_default(),
         revision: e.revision,
         created_at_unix: unix_seconds(entry.created_at),
-        delegate_from: entry.delegate_from.iter().map(ToString::to_string).collect(),
+        delegate_from: entry
+            .delegate_from
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     }
 }
 

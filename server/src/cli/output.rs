@@ -79,7 +79,11 @@ pub(crate) fn entry_text(e: &Entry) -> String {
     if !e.hint.is_empty() {
         lines.push(format!("hint: {}", e.hint));
     }
-    lines.extend(e.delegate_from.iter().map(|d| format!("delegate_from: {d}")));
+    lines.extend(
+        e.delegate_from
+            .iter()
+            .map(|d| format!("delegate_from: {d}")),
+    );
     lines.push(format!("created_at: {}", rfc3339(e.created_at_unix)));
     lines.join("\n")
 }
@@ -182,7 +186,10 @@ pub(crate) fn task_tree_text(tasks: &[Task]) -> String {
                 t.actions.join(",")
             );
             if let Some(v) = &t.value_limit {
-                line.push_str(&format!(" {}", value_limit_text(v.amount_minor, &v.currency)));
+                line.push_str(&format!(
+                    " {}",
+                    value_limit_text(v.amount_minor, &v.currency)
+                ));
             }
             if t.delegate_id.is_empty() {
                 line.push_str(&format!(" for {}", t.principal));

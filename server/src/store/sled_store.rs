@@ -312,7 +312,11 @@ impl Store for SledStore {
         let start = match self.db.range(..=wanted.clone()).next_back() {
             Some(kv) => {
                 let (k, _) = kv?;
-                if k.starts_with(b"l:") { k.to_vec() } else { wanted }
+                if k.starts_with(b"l:") {
+                    k.to_vec()
+                } else {
+                    wanted
+                }
             }
             None => wanted,
         };
