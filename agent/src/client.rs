@@ -29,8 +29,9 @@ pub enum ClientError {
         /// Why.
         source: tonic::transport::Error,
     },
-    /// The agent answered with an error.
-    #[error("{}: {}", .0.code(), .0.message())]
+    /// The agent answered with an error: its message's first line, as the server CLI prints
+    /// refusals (the code's name when there is no message).
+    #[error("{}", status_line(.0))]
     Status(#[from] tonic::Status),
     /// The agent sent nothing in time.
     #[error("no answer from the workload API within {0:?}")]
@@ -60,6 +61,14 @@ pub enum ClientError {
         /// The bound.
         bound: Duration,
     },
+}
+
+/// One line for a refusal: the message's first line, or the code's name when it is empty.
+fn status_line(status: &tonic::Status) -> String {
+    match status.message().lines().next() {
+        Some(line) if !line.is_empty() => line.to_owned(),
+        _ => format!("request failed: {:?}", status.code()),
+    }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
