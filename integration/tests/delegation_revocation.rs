@@ -6,27 +6,11 @@ mod delegation_support;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use delegation_support::{AiSession, PoService, bind_to_task, block_on, open_task, start};
+use anyhow::{Context, Result};
+use delegation_support::{
+    AiSession, PoService, bind_to_task, block_on, call_until_refused, open_task, start,
+};
 use mandate_proto::delegation::WatchRequest;
-
-/// Calls `po.read` every 10 ms until refused (or `limit` passes); returns the refusal and when.
-fn call_until_refused(
-    session: &mut AiSession,
-    limit: Duration,
-) -> Result<(serde_json::Value, Instant)> {
-    let started = Instant::now();
-    loop {
-        let result = session.call("po.read")?;
-        if result["allowed"] == false {
-            return Ok((result, Instant::now()));
-        }
-        if started.elapsed() > limit {
-            bail!("still allowed after {limit:?}: {result}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn closing_a_task_refuses_the_next_call_on_an_open_connection_within_a_second() -> Result<()> {
@@ -54,7 +38,12 @@ fn closing_a_task_refuses_the_next_call_on_an_open_connection_within_a_second() 
 
     server.cli_ok(&["task", "close", &task, "--reason", "done"])?;
     let closed_at = Instant::now();
-    let (refused, at) = call_until_refused(&mut session, Duration::from_secs(5))?;
+    let (refused, at) = call_until_refused(
+        &mut session,
+        "po.read",
+        Instant::now(),
+        Duration::from_secs(5),
+    )?;
     let latency = at - closed_at;
     assert_eq!(
         AiSession::code(&refused).as_deref(),
@@ -102,7 +91,12 @@ fn deadline_expiry_behaves_like_close() -> Result<()> {
         "allowed before the deadline: {allowed}"
     );
 
-    let (refused, _) = call_until_refused(&mut session, Duration::from_secs(15))?;
+    let (refused, _) = call_until_refused(
+        &mut session,
+        "po.read",
+        Instant::now(),
+        Duration::from_secs(15),
+    )?;
     let code = AiSession::code(&refused).unwrap_or_default();
     assert!(
         code == "task_closed" || code == "deadline_passed",
@@ -144,7 +138,12 @@ fn the_verifier_fails_closed_when_its_agent_is_killed() -> Result<()> {
 
     agent.kill9();
     let killed_at = Instant::now();
-    let (refused, at) = call_until_refused(&mut session, Duration::from_secs(15))?;
+    let (refused, at) = call_until_refused(
+        &mut session,
+        "po.read",
+        Instant::now(),
+        Duration::from_secs(15),
+    )?;
     assert_eq!(
         AiSession::code(&refused).as_deref(),
         Some("status_stale"),

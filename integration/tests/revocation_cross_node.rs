@@ -10,7 +10,7 @@ mod delegation_support;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use delegation_support::{AI_ID, AiSession, PoService, block_on, jwt_and_jwks};
+use delegation_support::{AI_ID, AiSession, PoService, block_on, call_until_refused, jwt_and_jwks};
 use mandate_integration::cluster::Cluster;
 use mandate_integration::{Agent, wait_for, workload};
 use mandate_proto::delegation::WatchRequest;
@@ -36,24 +36,6 @@ fn journey(cluster: &Cluster) -> Result<(String, String, PoService)> {
     let entry = cluster.bind_caller(AI_ID, &task)?;
     let service = PoService::start(&cluster.server, &cluster.verifier, &[])?;
     Ok((task, entry, service))
-}
-
-/// Calls `po.read` until refused (or `limit` passes); returns the refusal and when it came.
-fn call_until_refused(
-    session: &mut AiSession,
-    limit: Duration,
-) -> Result<(serde_json::Value, Instant)> {
-    let started = Instant::now();
-    loop {
-        let result = session.call("po.read")?;
-        if result["allowed"] == false {
-            return Ok((result, Instant::now()));
-        }
-        if started.elapsed() > limit {
-            bail!("still allowed after {limit:?}: {result}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// An open session whose first call is allowed; returns it with its connection number.
@@ -130,7 +112,12 @@ fn a_verifier_on_another_node_refuses_a_closed_task_within_a_second() -> Result<
 
     cluster.close_task(&task)?;
     let closed_at = Instant::now();
-    let (refused, at) = call_until_refused(&mut session, Duration::from_secs(5))?;
+    let (refused, at) = call_until_refused(
+        &mut session,
+        "po.read",
+        Instant::now(),
+        Duration::from_secs(5),
+    )?;
     assert_refused(&refused, connection, at - closed_at, Duration::from_secs(1));
     Ok(())
 }
@@ -145,7 +132,12 @@ fn a_task_whose_entry_was_deleted_first_is_refused_on_every_node() -> Result<()>
     cluster.server.cli_ok(&["entry", "delete", &entry])?;
     cluster.close_task(&task)?;
     let closed_at = Instant::now();
-    let (refused, at) = call_until_refused(&mut session, Duration::from_secs(5))?;
+    let (refused, at) = call_until_refused(
+        &mut session,
+        "po.read",
+        Instant::now(),
+        Duration::from_secs(5),
+    )?;
     assert_refused(&refused, connection, at - closed_at, Duration::from_secs(1));
     Ok(())
 }
@@ -162,7 +154,12 @@ fn a_verifier_node_that_was_down_during_the_close_learns_it_from_its_snapshot() 
     let ready_at = Instant::now();
     // po-service's watcher reconnects with a backoff of at most 2 s (mandate-verify's
     // default); until then its last snapshot (fresh for 15 s) does not list the task.
-    let (refused, at) = call_until_refused(&mut session, Duration::from_secs(10))?;
+    let (refused, at) = call_until_refused(
+        &mut session,
+        "po.read",
+        Instant::now(),
+        Duration::from_secs(10),
+    )?;
     assert_refused(&refused, connection, at - ready_at, Duration::from_secs(4));
     Ok(())
 }

@@ -8,17 +8,16 @@
 
 mod delegation_support;
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use delegation_support::{
-    AI_ID, PoService, SERVICE_ID, bind_to_task, block_on, first_x509, open_task, uid,
+    AI_ID, AiSession, PoService, SERVICE_ID, bind_to_task, block_on, call_until_refused,
+    first_x509, open_task, uid,
 };
-use mandate_integration::{Agent, Process, Server, bin, wait_for, workspace_root};
+use mandate_integration::{Agent, Process, Server, wait_for, workspace_root};
 
 /// An AI agent SPIFFE ID under `/ai` whose entry has no task (so no delegation).
 const BARE_AI_ID: &str = "spiffe://example.org/ai/bare";
@@ -97,77 +96,6 @@ impl GoService {
     }
 }
 
-/// `ai-agent --stdin` as `spiffe_id` against `address`: one open mTLS connection.
-struct Session {
-    child: Child,
-    input: ChildStdin,
-    lines: Receiver<String>,
-}
-
-impl Session {
-    fn start(agent: &Agent, address: &str, spiffe_id: &str) -> Result<Self> {
-        let mut child = Command::new(bin("ai-agent"))
-            .args(["--server", address, "--server-id", SERVICE_ID])
-            .args(["--spiffe-id", spiffe_id, "--endpoint", &agent.endpoint()])
-            .arg("--stdin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("start ai-agent")?;
-        let input = child.stdin.take().context("stdin")?;
-        let output = child.stdout.take().context("stdout")?;
-        let (sender, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(output).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self {
-            child,
-            input,
-            lines,
-        })
-    }
-
-    fn call(&mut self, call: &str) -> Result<serde_json::Value> {
-        writeln!(self.input, "{call}")?;
-        self.input.flush()?;
-        let line = self
-            .lines
-            .recv_timeout(Duration::from_secs(60))
-            .context("ai-agent answered")?;
-        Ok(serde_json::from_str(&line)?)
-    }
-}
-
-/// Calls `call` every 10 ms until refused; returns the refusal and how long after `since`.
-fn call_until_refused(
-    session: &mut Session,
-    call: &str,
-    since: Instant,
-) -> Result<(serde_json::Value, Duration)> {
-    loop {
-        let result = session.call(call)?;
-        if result["allowed"] == false {
-            return Ok((result, since.elapsed()));
-        }
-        if since.elapsed() > Duration::from_secs(5) {
-            bail!("still allowed 5 s later: {result}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// What two services must agree on: HTTP status, refusal code, and the allowed answer's fields.
 fn outcome(result: &serde_json::Value) -> serde_json::Value {
     let body = &result["body"];
@@ -198,8 +126,8 @@ fn go_po_service_refuses_like_the_rust_one_across_nodes() -> Result<()> {
 
     let go = GoService::start(&server, &verifier_node, &go_bin.join("po-service"))?;
     let rust = PoService::start(&server, &verifier_node, &[])?;
-    let mut to_go = Session::start(&caller_node, &go.address, AI_ID)?;
-    let mut to_rust = Session::start(&caller_node, &rust.address, AI_ID)?;
+    let mut to_go = AiSession::start_at(&caller_node, &go.address, AI_ID)?;
+    let mut to_rust = AiSession::start_at(&caller_node, &rust.address, AI_ID)?;
 
     let calls = [
         ("po.draft 120.00:EUR", None),
@@ -233,8 +161,8 @@ fn go_po_service_refuses_like_the_rust_one_across_nodes() -> Result<()> {
     );
 
     // An agent under /ai without a delegation is refused at the handshake, by both.
-    let mut bare_go = Session::start(&caller_node, &go.address, BARE_AI_ID)?;
-    let mut bare_rust = Session::start(&caller_node, &rust.address, BARE_AI_ID)?;
+    let mut bare_go = AiSession::start_at(&caller_node, &go.address, BARE_AI_ID)?;
+    let mut bare_rust = AiSession::start_at(&caller_node, &rust.address, BARE_AI_ID)?;
     let (from_go, from_rust) = (bare_go.call("po.read")?, bare_rust.call("po.read")?);
     assert_eq!(
         outcome(&from_go),
@@ -249,7 +177,9 @@ fn go_po_service_refuses_like_the_rust_one_across_nodes() -> Result<()> {
     // Closing the task is refused on the open connection within 1 s of `task close` returning.
     server.cli_ok(&["task", "close", &task, "--reason", "done"])?;
     let closed_at = Instant::now();
-    let (refused, latency) = call_until_refused(&mut to_go, "po.read", closed_at)?;
+    let (refused, at) =
+        call_until_refused(&mut to_go, "po.read", closed_at, Duration::from_secs(5))?;
+    let latency = at - closed_at;
     println!("the Go service refused the closed task {latency:?} after `task close` returned");
     assert_eq!(refused["body"]["refused"], "task_closed", "{refused}");
     assert_eq!(
@@ -351,9 +281,9 @@ fn go_subtask_client_delegates_and_the_go_service_verifies_the_sub_task() -> Res
 
     // The delegate calls the Go service under the sub-task: narrower action and limit.
     wait_served(&caller_node, SEARCH_ID)?;
-    let mut session = Session::start(&caller_node, &go.address, SEARCH_ID)?;
+    let mut session = AiSession::start_at(&caller_node, &go.address, SEARCH_ID)?;
     let rust = PoService::start(&server, &verifier_node, &[])?;
-    let mut to_rust = Session::start(&caller_node, &rust.address, SEARCH_ID)?;
+    let mut to_rust = AiSession::start_at(&caller_node, &rust.address, SEARCH_ID)?;
     let allowed = session.call("po.read 50.00:EUR")?;
     assert_eq!(allowed["allowed"], true, "{allowed}");
     assert_eq!(allowed["body"]["task"], sub_task.as_str());
@@ -385,7 +315,9 @@ fn go_subtask_client_delegates_and_the_go_service_verifies_the_sub_task() -> Res
     assert_eq!(code, 0, "{stderr}");
     let closed_at = Instant::now();
     assert!(stdout.contains(&sub_task), "{stdout}");
-    let (refused, latency) = call_until_refused(&mut session, "po.read", closed_at)?;
+    let (refused, at) =
+        call_until_refused(&mut session, "po.read", closed_at, Duration::from_secs(5))?;
+    let latency = at - closed_at;
     assert_eq!(refused["body"]["refused"], "task_closed", "{refused}");
     assert_eq!(refused["body"]["connection"], allowed["body"]["connection"]);
     assert!(

@@ -9,17 +9,15 @@
 
 mod delegation_support;
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use delegation_support::{AI_ID, PoService, SERVICE_ID, open_task, uid};
+use delegation_support::{AI_ID, AiSession, PoService, SERVICE_ID, open_task, uid};
 use mandate_integration::cluster::Cluster;
-use mandate_integration::{Agent, Process, bin, wait_for, workspace_root};
+use mandate_integration::{Process, wait_for, workspace_root};
 
 /// The tests of this file take turns: each runs a server, two agents and services, and the
 /// 1 s bounds should not depend on how many clusters share two cores.
@@ -91,72 +89,6 @@ impl PythonService {
     }
 }
 
-/// `ai-agent --stdin` on `agent` as `spiffe_id`: one open connection, one JSON line per call.
-struct Session {
-    child: Child,
-    input: ChildStdin,
-    lines: Receiver<String>,
-}
-
-impl Session {
-    fn start(agent: &Agent, address: &str, spiffe_id: &str) -> Result<Self> {
-        let mut child = Command::new(bin("ai-agent"))
-            .args(["--server", address, "--server-id", SERVICE_ID])
-            .args([
-                "--spiffe-id",
-                spiffe_id,
-                "--endpoint",
-                &agent.endpoint(),
-                "--stdin",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("start ai-agent")?;
-        let input = child.stdin.take().context("stdin")?;
-        let output = child.stdout.take().context("stdout")?;
-        let (sender, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(output).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self {
-            child,
-            input,
-            lines,
-        })
-    }
-
-    fn call(&mut self, call: &str) -> Result<serde_json::Value> {
-        writeln!(self.input, "{call}")?;
-        self.input.flush()?;
-        let line = self
-            .lines
-            .recv_timeout(Duration::from_secs(60))
-            .context("ai-agent answered")?;
-        Ok(serde_json::from_str(&line)?)
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The refusal code of a call (`None` when allowed).
-fn code(result: &serde_json::Value) -> Option<String> {
-    if result["allowed"] == true {
-        return None;
-    }
-    Some(result["body"]["refused"].as_str().unwrap_or("?").to_owned())
-}
-
 #[test]
 fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second() -> Result<()> {
     let _turn = ONE_AT_A_TIME
@@ -176,11 +108,11 @@ fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second(
 
     let python_service = PythonService::start(&python, &cluster, "15s")?;
     let rust_service = PoService::start(server, node_b, &[])?;
-    let mut on_python = Session::start(node_a, &python_service.address, AI_ID)?;
-    let mut on_rust = Session::start(node_a, &rust_service.address, AI_ID)?;
+    let mut on_python = AiSession::start_at(node_a, &python_service.address, AI_ID)?;
+    let mut on_rust = AiSession::start_at(node_a, &rust_service.address, AI_ID)?;
 
     let allowed = on_python.call("po.draft 120.00:EUR")?;
-    assert_eq!(code(&allowed), None, "allowed: {allowed}");
+    assert_eq!(AiSession::code(&allowed), None, "allowed: {allowed}");
     assert_eq!(allowed["body"]["principal"], "user:alice@example.org");
     assert_eq!(allowed["body"]["task"], task.as_str());
     assert_eq!(allowed["body"]["amount"], "120.00:EUR");
@@ -196,13 +128,13 @@ fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second(
         let from_python = on_python.call(call)?;
         let from_rust = on_rust.call(call)?;
         assert_eq!(
-            code(&from_python).as_deref(),
+            AiSession::code(&from_python).as_deref(),
             expected,
             "python, {call}: {from_python}"
         );
         assert_eq!(
-            code(&from_rust),
-            code(&from_python),
+            AiSession::code(&from_rust),
+            AiSession::code(&from_python),
             "rust vs python, {call}: {from_rust}"
         );
         assert_eq!(from_rust["status"], from_python["status"], "{call}");
@@ -214,9 +146,9 @@ fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second(
         assert_eq!(rust_body, python_body, "{call}");
     }
     for address in [&python_service.address, &rust_service.address] {
-        let refused = Session::start(node_a, address, bare)?.call("po.read")?;
+        let refused = AiSession::start_at(node_a, address, bare)?.call("po.read")?;
         assert_eq!(
-            code(&refused).as_deref(),
+            AiSession::code(&refused).as_deref(),
             Some("delegation_required"),
             "{refused}"
         );
@@ -239,7 +171,7 @@ fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second(
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
         .with_context(|| format!("agent example printed {stdout}"))?;
-    let codes: Vec<Option<String>> = results.iter().map(code).collect();
+    let codes: Vec<Option<String>> = results.iter().map(AiSession::code).collect();
     assert_eq!(
         codes,
         [None, Some("action_not_granted".to_owned())],
@@ -257,7 +189,7 @@ fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second(
     let mut closed_code = None;
     while closed_at.elapsed() < Duration::from_secs(5) {
         let result = on_python.call("po.read")?;
-        if let Some(code) = code(&result) {
+        if let Some(code) = AiSession::code(&result) {
             assert_eq!(
                 result["body"]["connection"].as_u64(),
                 Some(connection),
@@ -286,7 +218,7 @@ fn python_po_service_refuses_like_the_rust_one_and_sees_a_close_within_a_second(
         closed < Duration::from_secs(1),
         "task_closed {closed:?} after close (bound 1 s)"
     );
-    let rust_code = code(&on_rust.call("po.read")?);
+    let rust_code = AiSession::code(&on_rust.call("po.read")?);
     assert_eq!(
         rust_code.as_deref(),
         Some("task_closed"),
@@ -348,22 +280,28 @@ fn python_agent_opens_a_subtask_that_the_python_service_verifies_and_closes_with
     assert_eq!(opened["subtask"]["depth"], 1, "{opened}");
 
     // The delegate (the unchanged Rust ai-agent as `search`) is verified by the Python service.
-    let mut delegate = Session::start(node_a, &service.address, search)?;
+    let mut delegate = AiSession::start_at(node_a, &service.address, search)?;
     let allowed = delegate.call("po.read 20.00:EUR")?;
-    assert_eq!(code(&allowed), None, "{allowed}");
+    assert_eq!(AiSession::code(&allowed), None, "{allowed}");
     assert_eq!(allowed["body"]["task"], subtask.as_str());
     assert_eq!(allowed["body"]["principal"], "user:alice@example.org");
     let refused = delegate.call("po.draft")?;
-    assert_eq!(code(&refused).as_deref(), Some("action_not_granted"));
+    assert_eq!(
+        AiSession::code(&refused).as_deref(),
+        Some("action_not_granted")
+    );
     let refused = delegate.call("po.read 60.00:EUR")?;
-    assert_eq!(code(&refused).as_deref(), Some("over_value_limit"));
+    assert_eq!(
+        AiSession::code(&refused).as_deref(),
+        Some("over_value_limit")
+    );
 
     // Closing the parent closes the sub-task: refused on the open connection within 1 s.
     cluster.close_task(&task)?;
     let closed_at = Instant::now();
     loop {
         let result = delegate.call("po.read")?;
-        if code(&result).as_deref() == Some("task_closed") {
+        if AiSession::code(&result).as_deref() == Some("task_closed") {
             break;
         }
         assert!(
@@ -388,14 +326,14 @@ fn python_po_service_fails_closed_when_its_agent_is_killed() -> Result<()> {
     let task = open_task(&cluster.server, &[])?;
     cluster.bind_caller(AI_ID, &task)?;
     let service = PythonService::start(&python, &cluster, "2s")?;
-    let mut session = Session::start(&cluster.caller, &service.address, AI_ID)?;
-    assert_eq!(code(&session.call("po.read")?), None);
+    let mut session = AiSession::start_at(&cluster.caller, &service.address, AI_ID)?;
+    assert_eq!(AiSession::code(&session.call("po.read")?), None);
 
     cluster.verifier.kill9();
     let killed_at = Instant::now();
     let refused = loop {
         let result = session.call("po.read")?;
-        if code(&result).is_some() {
+        if AiSession::code(&result).is_some() {
             break result;
         }
         assert!(
@@ -405,7 +343,11 @@ fn python_po_service_fails_closed_when_its_agent_is_killed() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(code(&refused).as_deref(), Some("status_stale"), "{refused}");
+    assert_eq!(
+        AiSession::code(&refused).as_deref(),
+        Some("status_stale"),
+        "{refused}"
+    );
     // Not long after the bound (plus the age of the last snapshot, at most a heartbeat).
     assert!(
         killed_at.elapsed() < Duration::from_secs(10),

@@ -5,7 +5,7 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use mandate_integration::{Agent, Process, Server, bin, wait_for};
@@ -211,18 +211,18 @@ pub struct AiSession {
 }
 
 impl AiSession {
-    /// Starts the agent against `service` over `agent`'s Workload API.
+    /// Starts the agent against `service` over `agent`'s Workload API, as [`AI_ID`].
     pub fn start(agent: &Agent, service: &PoService) -> Result<Self> {
+        Self::start_at(agent, &service.address, AI_ID)
+    }
+
+    /// Starts the agent as `spiffe_id` over `agent`'s Workload API against the po-service
+    /// (Rust, Go or Python) at `address`.
+    pub fn start_at(agent: &Agent, address: &str, spiffe_id: &str) -> Result<Self> {
         let mut child = Command::new(bin("ai-agent"))
-            .args([
-                "--server",
-                &service.address,
-                "--server-id",
-                SERVICE_ID,
-                "--spiffe-id",
-                AI_ID,
-            ])
-            .args(["--endpoint", &agent.endpoint(), "--stdin"])
+            .args(["--server", address, "--server-id", SERVICE_ID])
+            .args(["--spiffe-id", spiffe_id, "--endpoint", &agent.endpoint()])
+            .arg("--stdin")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -274,5 +274,25 @@ impl Drop for AiSession {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends `call` on `session` every 10 ms until it is refused; returns the refusal and when it
+/// came. Fails when it is still allowed `limit` after `since`.
+pub fn call_until_refused(
+    session: &mut AiSession,
+    call: &str,
+    since: Instant,
+    limit: Duration,
+) -> Result<(serde_json::Value, Instant)> {
+    loop {
+        let result = session.call(call)?;
+        if result["allowed"] == false {
+            return Ok((result, Instant::now()));
+        }
+        if since.elapsed() > limit {
+            bail!("still allowed {limit:?} later: {result}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
