@@ -13,6 +13,7 @@ pub mod config;
 pub mod context;
 pub mod entries;
 pub mod metrics;
+pub mod pruning;
 pub mod registry;
 pub mod server;
 pub mod store;

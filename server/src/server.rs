@@ -105,12 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     tasks.arm_all();
     let rotation = ca.spawn_rotation();
-    let token_pruning = crate::attest::spawn_token_pruning(
-        Arc::clone(&ctx.registry),
-        crate::attest::TOKEN_PRUNE_EVERY,
-    );
-    let serial_pruning =
-        ca::spawn_serial_pruning(Arc::clone(&ctx.registry), ca::SERIAL_PRUNE_EVERY);
+    let pruning = crate::pruning::spawn(Arc::clone(&ctx.registry), crate::pruning::PRUNE_EVERY);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -175,8 +170,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     rotation.abort();
-    token_pruning.abort();
-    serial_pruning.abort();
+    pruning.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

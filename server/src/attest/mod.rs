@@ -114,54 +114,6 @@ pub async fn create_token(
     })
 }
 
-/// How often the server deletes expired join tokens.
-pub const TOKEN_PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// Tokens deleted per store call while pruning.
-const TOKEN_PRUNE_BATCH: usize = 10_000;
-
-/// Deletes every join token, used or not, that expired at or before `now`, durably; returns
-/// how many went. The single-use rule holds (DESIGN 3.5): an expired token is refused whether
-/// it is stored or not, and an unexpired one is never deleted, so a used token stays refused.
-///
-/// # Errors
-/// A store failure.
-pub async fn prune_tokens(registry: &Registry, now: SystemTime) -> Result<usize, RegistryError> {
-    let store = Arc::clone(registry.store());
-    let now_unix = unix_seconds(now);
-    tokio::task::spawn_blocking(move || {
-        let mut total = 0;
-        loop {
-            let pruned = store.prune_tokens(now_unix, TOKEN_PRUNE_BATCH)?;
-            total += pruned;
-            if pruned < TOKEN_PRUNE_BATCH {
-                return Ok(total);
-            }
-        }
-    })
-    .await
-    .map_err(|e| RegistryError::Internal(format!("token pruning stopped: {e}")))?
-}
-
-/// Prunes expired join tokens every `every`, from now until the task is aborted.
-pub fn spawn_token_pruning(
-    registry: Arc<Registry>,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match prune_tokens(&registry, SystemTime::now()).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned expired join tokens"),
-                Err(e) => tracing::warn!(error = %e, "pruning expired join tokens failed"),
-            }
-        }
-    })
-}
-
 fn default_agent_id(td: &TrustDomain, token: &str) -> String {
     format!(
         "{}/mandate/agent/join_token/{}",

@@ -1,6 +1,7 @@
 //! Token rules (TTL range, agent IDs under `/mandate/agent/`) and the agent API caller check.
 
 use super::*;
+use crate::pruning::{Prunable, prune};
 use crate::store::{SledStore, Store};
 
 fn registry(dir: &std::path::Path) -> Registry {
@@ -146,7 +147,11 @@ async fn expired_tokens_are_pruned_and_used_ones_stay_refused() {
         (t0 + 101 * second, 1, false, false),
     ];
     for (now, want, short_kept, long_kept) in cases {
-        assert_eq!(prune_tokens(&reg, now).await.unwrap(), want, "{now:?}");
+        assert_eq!(
+            prune(&reg, Prunable::Tokens, now).await.unwrap(),
+            want,
+            "{now:?}"
+        );
         let stored = |t: &str| reg.store().token(&token_hash(t)).unwrap();
         assert_eq!(stored(&short.token).is_some(), short_kept);
         let long_record = stored(&long.token);

@@ -4,14 +4,13 @@
 //! registry's lock ([`CaManager::publish_revocations`]).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mandate_core::time::from_unix_seconds;
 use mandate_core::x509::{Ca, Serial};
 
 use super::{CaError, CaManager};
-use crate::registry::{Plan, Registry, RegistryError};
+use crate::registry::{Plan, RegistryError};
 use crate::store::{Change, IssuedSerial};
 
 impl CaManager {
@@ -52,53 +51,6 @@ pub struct Revoked {
     pub not_after: SystemTime,
     /// The CA generation that signed it.
     pub ca_id: u64,
-}
-
-/// How often recorded serials past their notAfter are deleted.
-pub const SERIAL_PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Serials deleted per store call while pruning.
-const SERIAL_PRUNE_BATCH: usize = 10_000;
-
-/// Deletes every recorded SVID serial whose notAfter is at or before `now`, durably; returns
-/// how many went. An expired SVID needs no CRL entry (and leaves the CRL by itself), so the
-/// serials kept, and a close's work, follow the unexpired SVIDs only.
-///
-/// # Errors
-/// A store failure.
-pub async fn prune_serials(registry: &Registry, now: SystemTime) -> Result<usize, RegistryError> {
-    let store = Arc::clone(registry.store());
-    let now_unix = mandate_core::time::unix_seconds(now);
-    tokio::task::spawn_blocking(move || {
-        let mut total = 0;
-        loop {
-            let pruned = store.prune_serials(now_unix, SERIAL_PRUNE_BATCH)?;
-            total += pruned;
-            if pruned < SERIAL_PRUNE_BATCH {
-                return Ok(total);
-            }
-        }
-    })
-    .await
-    .map_err(|e| RegistryError::Internal(format!("serial pruning stopped: {e}")))?
-}
-
-/// Prunes expired serials every `every`, from now until the task is aborted.
-pub fn spawn_serial_pruning(
-    registry: Arc<Registry>,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match prune_serials(&registry, SystemTime::now()).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned expired SVID serials"),
-                Err(e) => tracing::warn!(error = %e, "pruning expired SVID serials failed"),
-            }
-        }
-    })
 }
 
 /// Adds `serials` revoked at `now`, skipping expired and already listed ones, and drops
@@ -157,6 +109,7 @@ pub(crate) fn next_sequence(previous: u64, now: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pruning::{Prunable, prune};
     use crate::store::WriteOp;
     use mandate_core::ids::TaskId;
 
@@ -187,11 +140,11 @@ mod tests {
             ..Plan::default()
         };
         registry.write(now, |_| Ok((plan, ()))).await.unwrap();
-        assert_eq!(prune_serials(&registry, now).await.unwrap(), 2);
+        assert_eq!(prune(&registry, Prunable::Serials, now).await.unwrap(), 2);
         let kept = registry.store().task_serials(&task).unwrap();
         let kept: Vec<&str> = kept.iter().map(|s| s.serial.as_str()).collect();
         assert_eq!(kept, ["0c"]);
-        assert_eq!(prune_serials(&registry, now).await.unwrap(), 0);
+        assert_eq!(prune(&registry, Prunable::Serials, now).await.unwrap(), 0);
     }
 
     #[test]

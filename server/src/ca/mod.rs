@@ -21,7 +21,7 @@ use rcgen::{KeyPair, PublicKeyData};
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::store::IssuedSerial;
-pub use crl::{Revoked, SERIAL_PRUNE_EVERY, prune_serials, spawn_serial_pruning};
+pub use crl::Revoked;
 pub use keys::{ensure_private_dir, write_secret};
 pub use rotation::ServerIdentity;
 
